@@ -1,0 +1,73 @@
+"""``strata keys create|list|revoke``."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from strata.cli.common import ConfigOpt, DataDirOpt, JsonOpt, one_line_errors, print_json, settings_from
+from strata.gateway.admin import key_view
+from strata.governance.keys import KeyStore
+from strata.store.db import open_database
+
+app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
+
+
+def _store(config: ConfigOpt, data_dir: DataDirOpt) -> KeyStore:
+    return KeyStore(open_database(settings_from(config, data_dir).database_url))
+
+
+@app.command("create")
+@one_line_errors
+def create(
+    name: Annotated[str, typer.Argument(help="A label for the key, e.g. the service using it")],
+    team: Annotated[str, typer.Option(help="Team the key's usage is attributed to")] = "default",
+    route: Annotated[list[str] | None, typer.Option("--route", help="Allowed route (repeat); default: all")] = None,
+    expires_in_days: Annotated[float | None, typer.Option(help="Expire after this many days")] = None,
+    admin: Annotated[bool, typer.Option("--admin", help="Unlock the admin API")] = False,
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Create a key. Its secret is printed once and never stored."""
+    expires = datetime.now(UTC) + timedelta(days=expires_in_days) if expires_in_days else None
+    created = _store(config, data_dir).create(name, team, route or None, expires, admin)
+    view = {**key_view(created.principal, datetime.now(UTC), created.secret[:14]), "key": created.secret}
+    if as_json:
+        print_json(view)
+        return
+    Console().print(f"Created key [bold]{view['id']}[/] for team [bold]{team}[/]. Store it now; it is shown once:")
+    typer.echo(created.secret)
+
+
+@app.command("list")
+@one_line_errors
+def list_(config: ConfigOpt = None, data_dir: DataDirOpt = None, as_json: JsonOpt = False) -> None:
+    """List keys (never their secrets)."""
+    views = [key_view(p, row.created_at, row.prefix) for row, p in _store(config, data_dir).list()]
+    if as_json:
+        print_json(views)
+        return
+    table = Table("id", "name", "team", "prefix", "routes", "admin", "status", "expires")
+    for v in views:
+        status = "revoked" if v["revoked"] else "active"
+        routes = ",".join(v["allowed_routes"]) if v["allowed_routes"] is not None else "*"
+        table.add_row(v["id"], v["name"], v["team"], (v["prefix"] or "") + "…", routes, "yes" if v["admin"] else "",
+                      status, v["expires_at"] or "never")
+    Console().print(table)
+
+
+@app.command("revoke")
+@one_line_errors
+def revoke(
+    key_id: Annotated[str, typer.Argument(help="The key's id (see `strata keys list`)")],
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Revoke a key. A running gateway stops accepting it within keys.sync_interval."""
+    p = _store(config, data_dir).revoke(key_id)
+    typer.echo(f"revoked {p.key_id} ({p.name}, team {p.team})")

@@ -1,0 +1,26 @@
+"""The ``strata`` console command."""
+
+from __future__ import annotations
+
+import typer
+
+from strata import __version__
+from strata.cli import keys
+from strata.cli.up import up
+from strata.cli.usage import usage
+
+app = typer.Typer(name="strata", help="Strata: self-hosted AI infrastructure.", no_args_is_help=True,
+                  add_completion=False, pretty_exceptions_enable=False)
+app.command("up")(up)
+app.command("usage")(usage)
+app.add_typer(keys.app, name="keys")
+
+
+@app.command("version")
+def version() -> None:
+    """Print Strata's version."""
+    typer.echo(__version__)
+
+
+def main() -> None:
+    app()

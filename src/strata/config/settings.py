@@ -1,0 +1,188 @@
+"""The typed configuration tree.
+
+Source order (later wins): defaults < ``strata.yaml`` < ``STRATA_*`` environment < CLI flags.
+Nested fields use ``__`` in the environment: ``STRATA_SERVER__PORT=9000``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+from strata.config.engines import EngineConfig, LlamaCppEngineConfig, SentenceTransformersEngineConfig
+from strata.errors import ConfigError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Price(_Strict):
+    """What a deployment costs. Token prices are USD per million tokens."""
+
+    input_per_mtok: float = Field(0.0, ge=0)
+    output_per_mtok: float = Field(0.0, ge=0)
+    busy_hour: float = Field(0.0, ge=0, description="USD per busy engine hour, apportioned by slot time")
+
+
+class DeploymentConfig(_Strict):
+    """One way to serve a route: an engine, a model artifact, engine params and a price."""
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9._:-]+$")
+    engine: EngineConfig
+    price: Price = Price()
+    weight: float = Field(1.0, gt=0, description="Share of traffic among deployments of a route")
+
+
+class RouteConfig(_Strict):
+    """A public model name clients ask for, served by one or more deployments."""
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9._:/-]+$")
+    deployments: list[DeploymentConfig] = Field(min_length=1)
+
+
+class ServerSettings(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    engine_wait_timeout: float = Field(30.0, ge=0, description="How long a request waits for a starting engine")
+    graceful_timeout: float = Field(30.0, ge=0, description="Seconds to finish in-flight requests on stop")
+    access_log: bool = False
+
+
+class DatabaseSettings(_Strict):
+    url: str | None = Field(None, description="SQLAlchemy URL; default sqlite under data_dir")
+
+
+class LedgerSettings(_Strict):
+    flush_interval: float = Field(0.25, gt=0, description="Seconds between batched ledger writes")
+    batch_size: int = Field(1000, ge=1)
+
+
+class SupervisorSettings(_Strict):
+    health_interval: float = Field(1.0, gt=0)
+    backoff_initial: float = Field(0.5, gt=0)
+    backoff_max: float = Field(30.0, gt=0)
+
+
+class KeySettings(_Strict):
+    sync_interval: float = Field(1.0, gt=0, description="Seconds between key-table syncs (revocations by CLI)")
+
+
+def default_routes() -> list[RouteConfig]:
+    """The embedded default: the bundled chat model and the bundled embedding model."""
+    return [
+        RouteConfig(
+            name="smollm2",
+            deployments=[
+                DeploymentConfig(
+                    name="smollm2-local",
+                    engine=LlamaCppEngineConfig(type="llamacpp"),
+                    price=Price(busy_hour=0.10),
+                )
+            ],
+        ),
+        RouteConfig(
+            name="minilm",
+            deployments=[
+                DeploymentConfig(
+                    name="minilm-local",
+                    engine=SentenceTransformersEngineConfig(type="sentence-transformers"),
+                    price=Price(busy_hour=0.02),
+                )
+            ],
+        ),
+    ]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="STRATA_", env_nested_delimiter="__", extra="forbid", yaml_file=None
+    )
+
+    data_dir: Path = Path(".strata")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    admin_key: SecretStr | None = Field(None, description="Preset admin key (STRATA_ADMIN_KEY)")
+    server: ServerSettings = ServerSettings()
+    database: DatabaseSettings = DatabaseSettings()
+    ledger: LedgerSettings = LedgerSettings()
+    supervisor: SupervisorSettings = SupervisorSettings()
+    keys: KeySettings = KeySettings()
+    routes: list[RouteConfig] = Field(default_factory=default_routes)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> Settings:
+        _require_unique("routes", [r.name for r in self.routes])
+        _require_unique("deployments", [d.name for r in self.routes for d in r.deployments])
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, YamlConfigSettingsSource(settings_cls))
+
+    @property
+    def database_url(self) -> str:
+        return self.database.url or f"sqlite:///{(self.data_dir / 'strata.db').resolve()}"
+
+
+def _require_unique(what: str, names: list[str]) -> None:
+    seen: set[str] = set()
+    for n in names:
+        if n in seen:
+            raise ValueError(f"duplicate name {n!r} in {what}")
+        seen.add(n)
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build settings from all sources; any problem becomes one ``ConfigError`` line."""
+    if config_file is not None and not config_file.is_file():
+        raise ConfigError(f"config file not found: {config_file}")
+
+    class _FromFile(Settings):
+        model_config = SettingsConfigDict(yaml_file=config_file)
+
+    try:
+        nested = _nest({k: v for k, v in overrides.items() if v is not None})
+        return _FromFile(**nested)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, config_file)) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"invalid YAML in {config_file}: {' '.join(str(exc).split())}") from None
+    except ValueError as exc:
+        raise ConfigError(f"invalid config: {exc}") from None
+
+
+def _nest(flat: dict[str, Any]) -> dict[str, Any]:
+    """``{"server.port": 1}`` -> ``{"server": {"port": 1}}`` for CLI overrides."""
+    out: dict[str, Any] = {}
+    for key, value in flat.items():
+        node = out
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return out
+
+
+def _describe(exc: ValidationError, config_file: Path | None) -> str:
+    err = exc.errors()[0]
+    field = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-after")) or "config"
+    where = f" in {config_file}" if config_file else ""
+    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    return f"invalid config{where}: {field}: {err['msg']}{more}"

@@ -1,0 +1,215 @@
+"""The ``openai`` engine: any OpenAI-compatible upstream over pooled HTTP (aiohttp).
+
+Local engines reuse it too: their supervised worker processes speak the same protocol, so the gateway
+talks to a local llama.cpp exactly the way it talks to a remote vLLM.
+
+aiohttp rather than httpx: on this path the client is the largest per-request cost after the server
+itself, and aiohttp measured several times cheaper per request (see docs/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import aiohttp
+import orjson
+
+from strata.config.engines import OpenAIEngineConfig
+from strata.engines.base import EngineHealth, Kind
+from strata.errors import (
+    InvalidRequest,
+    RateLimited,
+    StrataError,
+    UpstreamError,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+
+log = logging.getLogger(__name__)
+PATHS: dict[str, str] = {"chat": "/chat/completions", "completion": "/completions", "embed": "/embeddings"}
+
+
+@contextlib.contextmanager
+def map_client_errors(upstream: str) -> Iterator[None]:
+    """Translate aiohttp/asyncio failures into Strata's error tree at the boundary."""
+    try:
+        yield
+    except StrataError:
+        raise
+    except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+        raise UpstreamTimeout(f"upstream {upstream} timed out") from exc
+    except aiohttp.ClientConnectorError as exc:
+        raise UpstreamUnavailable(f"upstream {upstream} is unreachable: {exc.os_error}") from exc
+    except (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError) as exc:
+        raise UpstreamError(f"upstream {upstream} closed the connection mid-response") from exc
+    except aiohttp.ClientError as exc:
+        raise UpstreamError(f"upstream {upstream} failed: {exc.__class__.__name__}: {exc}") from exc
+
+
+class HttpEngine:
+    """OpenAI-compatible client for one upstream base URL."""
+
+    engine_type = "openai"
+
+    def __init__(
+        self,
+        name: str,
+        base_url: str,
+        model: str,
+        *,
+        api_key: str | None = None,
+        connect_timeout: float = 5.0,
+        read_timeout: float = 120.0,
+        max_connections: int = 256,
+        context_length: int | None = None,
+    ) -> None:
+        self.name = name
+        self.base_url = base_url.rstrip("/")
+        self.model = model
+        self._headers = {"Content-Type": "application/json"}
+        if api_key:
+            self._headers["Authorization"] = f"Bearer {api_key}"
+        self._timeout = aiohttp.ClientTimeout(sock_connect=connect_timeout, sock_read=read_timeout)
+        self._max_connections = max_connections
+        self._context_length = context_length
+        self._session: aiohttp.ClientSession | None = None
+
+    @classmethod
+    def from_config(cls, name: str, cfg: OpenAIEngineConfig) -> HttpEngine:
+        key = cfg.api_key.get_secret_value() if cfg.api_key else None
+        if key is None and cfg.api_key_env:
+            key = os.environ.get(cfg.api_key_env)
+        return cls(
+            name, cfg.base_url, cfg.model, api_key=key, connect_timeout=cfg.connect_timeout,
+            read_timeout=cfg.read_timeout, max_connections=cfg.max_connections, context_length=cfg.context_length,
+        )
+
+    @property
+    def context_length(self) -> int | None:
+        return self._context_length
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            connector = aiohttp.TCPConnector(limit=self._max_connections, keepalive_timeout=30, ttl_dns_cache=300)
+            self._session = aiohttp.ClientSession(
+                connector=connector, timeout=self._timeout, json_serialize=lambda o: orjson.dumps(o).decode(),
+                skip_auto_headers=("User-Agent",),
+            )
+        return self._session
+
+    async def start(self) -> None:
+        _ = self.session
+
+    async def generate(self, kind: Kind, body: dict[str, Any]) -> dict[str, Any]:
+        return await self._post_json(PATHS[kind], body)
+
+    async def embed(self, body: dict[str, Any]) -> dict[str, Any]:
+        return await self._post_json(PATHS["embed"], body)
+
+    async def _post_json(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        with map_client_errors(self.name):
+            async with self.session.post(self.base_url + path, data=orjson.dumps(body), headers=self._headers) as r:
+                raw = await r.read()
+                if r.status >= 400:
+                    raise upstream_status_error(self.name, r.status, raw)
+        try:
+            out = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise UpstreamError(f"upstream {self.name} sent invalid JSON") from exc
+        if not isinstance(out, dict):
+            raise UpstreamError(f"upstream {self.name} sent a non-object response")
+        return out
+
+    async def stream(self, kind: Kind, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        """Yield each SSE ``data:`` object; closing the iterator aborts the upstream request."""
+        with map_client_errors(self.name):
+            async with self.session.post(
+                self.base_url + PATHS[kind], data=orjson.dumps(body), headers=self._headers
+            ) as r:
+                if r.status >= 400:
+                    raise upstream_status_error(self.name, r.status, await r.read())
+                done = False
+                async for line in r.content:
+                    if not line.startswith(b"data:"):
+                        continue
+                    payload = line[5:].strip()
+                    if payload == b"[DONE]":
+                        done = True
+                        break
+                    chunk = _parse_chunk(self.name, payload)
+                    if "error" in chunk and "choices" not in chunk:
+                        raise UpstreamError(f"upstream {self.name} error: {_message(chunk)}")
+                    yield chunk
+                if not done:
+                    raise UpstreamError(f"upstream {self.name} ended the stream without [DONE]")
+
+    async def health(self) -> EngineHealth:
+        try:
+            with map_client_errors(self.name):
+                async with self.session.get(
+                    self.base_url + "/models", headers=self._headers, timeout=aiohttp.ClientTimeout(total=5)
+                ) as r:
+                    ok = r.status < 500
+                    return EngineHealth(ready=ok, state="ready" if ok else "unhealthy", detail=f"HTTP {r.status}")
+        except StrataError as exc:
+            return EngineHealth(ready=False, state="unreachable", detail=exc.message)
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+def _parse_chunk(name: str, payload: bytes) -> dict[str, Any]:
+    try:
+        chunk = orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
+        raise UpstreamError(f"upstream {name} sent an invalid stream event") from exc
+    if not isinstance(chunk, dict):
+        raise UpstreamError(f"upstream {name} sent an invalid stream event")
+    return chunk
+
+
+def _message(obj: Any) -> str:
+    if isinstance(obj, dict):
+        err = obj.get("error")
+        if isinstance(err, dict):
+            return str(err.get("message") or err)
+        if err is not None:
+            return str(err)
+        if "detail" in obj:
+            return str(obj["detail"])
+    return str(obj)[:300]
+
+
+def upstream_status_error(name: str, status: int, raw: bytes) -> StrataError:
+    """Map an upstream HTTP error to ours: its 4xx are the client's fault, its 5xx are ours (502)."""
+    try:
+        message = _message(orjson.loads(raw))
+    except orjson.JSONDecodeError:
+        message = raw[:300].decode(errors="replace") or f"HTTP {status}"
+    if status == 429:
+        return RateLimited(f"upstream {name} is rate limiting: {message}")
+    if status in (400, 413, 422):
+        return InvalidRequest(message)
+    if status == 503:
+        return UpstreamUnavailable(f"upstream {name} is unavailable (503): {message}")
+    if status == 504:
+        return UpstreamTimeout(f"upstream {name} timed out (504): {message}")
+    return UpstreamError(f"upstream {name} returned HTTP {status}: {message}")
+
+
+async def cancel_quietly(task: asyncio.Task[Any]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+def openai_engine(name: str, cfg: OpenAIEngineConfig) -> HttpEngine:
+    return HttpEngine.from_config(name, cfg)

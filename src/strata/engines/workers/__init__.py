@@ -1,0 +1,1 @@
+"""Code that runs inside engine worker processes (never imported by the gateway)."""

@@ -1,0 +1,1 @@
+"""The OpenAI-compatible gateway: HTTP surface (one module per resource) and the request pipeline."""

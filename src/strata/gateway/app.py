@@ -1,0 +1,110 @@
+"""Building the gateway application: ``create_app(settings)`` wires state; the lifespan runs it.
+
+Startup order: database (migrated) -> keys -> ledger writer -> engines (local workers start in the
+background, LLMs first) -> control loops. Shutdown runs after uvicorn has finished in-flight requests:
+loops stop, the ledger drains (no row is lost), engines stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from strata.config.settings import Settings
+from strata.engines.base import Engine
+from strata.engines.registry import build_engine
+from strata.errors import InvalidRequest, NotFound, StrataError
+from strata.gateway import admin, health, openai_api
+from strata.gateway.http import error_response
+from strata.gateway.monitor import monitor_engines, start_engines
+from strata.gateway.state import AppState
+from strata.governance.auth import Authenticator
+from strata.governance.keys import KeyStore
+from strata.observe.ledger import LedgerWriter
+from strata.observe.metrics import Metrics
+from strata.routing.router import Router
+from strata.store.db import open_database
+
+log = logging.getLogger(__name__)
+
+
+def build_state(settings: Settings) -> AppState:
+    """Everything that can fail on bad config fails here, before the server binds its port."""
+    engines: dict[str, Engine] = {
+        d.name: build_engine(d, settings) for r in settings.routes for d in r.deployments
+    }
+    db = open_database(settings.database_url)
+    keys = KeyStore(db)
+    admin_secret = settings.admin_key.get_secret_value() if settings.admin_key else None
+    auth = Authenticator(keys, admin_secret)
+    auth.load()
+    metrics = Metrics()
+    ledger = LedgerWriter(db, metrics, flush_interval=settings.ledger.flush_interval,
+                          batch_size=settings.ledger.batch_size,
+                          spill_path=settings.data_dir / "ledger-spill.jsonl")
+    return AppState(settings=settings, db=db, keys=keys, auth=auth, metrics=metrics, ledger=ledger,
+                    router=Router(settings.routes, engines), engines=engines)
+
+
+def create_app(settings: Settings, state: AppState | None = None) -> Starlette:
+    state = state or build_state(settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await _startup(state)
+        try:
+            yield
+        finally:
+            await _shutdown(state)
+
+    app = Starlette(
+        routes=[*openai_api.routes, *admin.routes, *health.routes],
+        lifespan=lifespan,
+        exception_handlers={HTTPException: _http_error, StrataError: _strata_error},  # type: ignore[dict-item]
+    )
+    app.state.strata = state
+    return app
+
+
+async def _startup(state: AppState) -> None:
+    state.ledger.start()
+    for engine in state.engines.values():
+        await engine.start() if engine.engine_type == "openai" else None
+    state.tasks = [
+        asyncio.create_task(start_engines(state), name="start-engines"),
+        asyncio.create_task(monitor_engines(state), name="monitor-engines"),
+        asyncio.create_task(state.auth.sync_forever(state.settings.keys.sync_interval), name="key-sync"),
+    ]
+
+
+async def _shutdown(state: AppState) -> None:
+    for task in state.tasks:
+        task.cancel()
+    await asyncio.gather(*state.tasks, return_exceptions=True)
+    await state.ledger.close()
+    await asyncio.gather(*(e.close() for e in state.engines.values()), return_exceptions=True)
+    state.db.dispose()
+    log.info("stopped: ledger drained, engines closed")
+
+
+async def _http_error(request: Request, exc: HTTPException) -> Response:
+    if exc.status_code == 404:
+        return error_response(NotFound(f"Unknown path {request.url.path}", code="unknown_url"))
+    if exc.status_code == 405:
+        err = InvalidRequest(f"Method {request.method} not allowed on {request.url.path}", code="method_not_allowed")
+        err.status = 405
+        return error_response(err)
+    err = InvalidRequest(str(exc.detail))
+    err.status = exc.status_code
+    return error_response(err)
+
+
+async def _strata_error(request: Request, exc: StrataError) -> Response:
+    return error_response(exc, request.headers.get("x-request-id"))

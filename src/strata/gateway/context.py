@@ -1,0 +1,82 @@
+"""Per-request record: what the pipeline learns about a request, turned into one ledger row at the end."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from strata.errors import StrataError
+from strata.governance.keys import Principal
+
+
+def new_request_id() -> str:
+    return "req_" + os.urandom(12).hex()
+
+
+@dataclass(slots=True)
+class CallRecord:
+    request_id: str
+    endpoint: str
+    started: float = field(default_factory=time.perf_counter)
+    started_wall: float = field(default_factory=time.time)
+    principal: Principal | None = None
+    user: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+    route: str | None = None
+    deployment: str | None = None
+    engine: str | None = None
+    model: str | None = None
+    stream: bool = False
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    first_token: float | None = None
+    last_token: float | None = None
+    chunks: int = 0
+    status: int = 200
+    error_type: str | None = None
+    cost: float = 0.0
+
+    def fail(self, exc: StrataError) -> None:
+        self.status = exc.status
+        self.error_type = exc.code or exc.type
+
+    def take_usage(self, usage: Any) -> None:
+        if isinstance(usage, dict):
+            self.prompt_tokens = int(usage.get("prompt_tokens") or 0)
+            self.completion_tokens = int(usage.get("completion_tokens") or 0)
+
+    def to_row(self, finished: float) -> dict[str, Any]:
+        latency = finished - self.started
+        ttft = tpot = None
+        if self.first_token is not None:
+            ttft = (self.first_token - self.started) * 1000
+            if self.last_token is not None and self.completion_tokens > 1:
+                tpot = (self.last_token - self.first_token) * 1000 / (self.completion_tokens - 1)
+        p = self.principal
+        return {
+            "id": os.urandom(16).hex(),
+            "request_id": self.request_id,
+            "started_at": datetime.fromtimestamp(self.started_wall, UTC),
+            "finished_at": datetime.fromtimestamp(self.started_wall + latency, UTC),
+            "endpoint": self.endpoint,
+            "key_id": p.key_id if p else None,
+            "team": p.team if p else None,
+            "user": self.user,
+            "tags": self.tags,
+            "route": self.route,
+            "deployment": self.deployment,
+            "engine": self.engine,
+            "model": self.model,
+            "stream": self.stream,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "latency_ms": latency * 1000,
+            "ttft_ms": ttft,
+            "tpot_ms": tpot,
+            "status": self.status,
+            "error_type": self.error_type,
+            "cost_usd": self.cost,
+        }

@@ -1,0 +1,43 @@
+"""Engine control loops: staggered startup of local workers, and a health/metrics reconcile loop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from strata.gateway.state import AppState
+
+log = logging.getLogger(__name__)
+START_ORDER = {"llamacpp": 0, "openai": 1, "sentence-transformers": 2}
+
+
+async def start_engines(state: AppState) -> None:
+    """Start local workers one by one, LLMs first, so the first token is not slowed by heavy imports."""
+    ordered = sorted(state.engines.values(), key=lambda e: START_ORDER.get(e.engine_type, 9))
+    for engine in ordered:
+        if engine.engine_type == "openai":
+            continue
+        t0 = time.perf_counter()
+        await engine.start()
+        ready = await engine.supervisor.wait_ready(engine.supervisor.startup_timeout)  # type: ignore[attr-defined]
+        log.info("engine %s %s after %.2fs", engine.name, "ready" if ready else "NOT ready",
+                 time.perf_counter() - t0)
+
+
+async def monitor_engines(state: AppState) -> None:
+    m = state.metrics
+    while True:
+        for name, engine in state.engines.items():
+            try:
+                h = await engine.health()
+            except Exception:  # a failing probe must not stop the loop
+                log.exception("health check of %s failed", name)
+                continue
+            state.health[name] = h
+            m.engine_up.labels(name).set(1 if h.ready else 0)
+            m.engine_busy.labels(name).set(h.busy_slots)
+            m.engine_queue.labels(name).set(h.queue_depth)
+            m.engine_restarts.labels(name).set(h.restarts)
+        m.ledger_pending.set(state.ledger.pending)
+        await asyncio.sleep(state.settings.supervisor.health_interval)

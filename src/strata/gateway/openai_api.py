@@ -1,0 +1,160 @@
+"""OpenAI-compatible endpoints: chat completions, completions, embeddings, models."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+from strata.engines.base import Kind
+from strata.errors import StrataError
+from strata.gateway.context import CallRecord, new_request_id
+from strata.gateway.http import SSE_DONE, error_response, json_response, request_id_of, sse_event
+from strata.gateway.pipeline import account, admit
+from strata.gateway.schemas import ChatRequest, CompletionRequest, EmbeddingRequest
+from strata.gateway.state import AppState
+from strata.routing.router import Target
+
+log = logging.getLogger(__name__)
+
+
+def _state(request: Request) -> AppState:
+    state: AppState = request.app.state.strata
+    return state
+
+
+async def chat_completions(request: Request) -> Response:
+    return await _generation(request, "chat", ChatRequest)
+
+
+async def completions(request: Request) -> Response:
+    return await _generation(request, "completion", CompletionRequest)
+
+
+async def _generation(request: Request, kind: Kind, schema: type) -> Response:
+    state = _state(request)
+    call = CallRecord(request_id_of(request, new_request_id), kind)
+    target: Target | None = None
+    streaming = False
+    try:
+        body, req, target = await admit(state, request, call, schema)
+        if req.stream:
+            response = await _start_stream(state, call, target, kind, body, req)
+            streaming = True
+            return response
+        result = await target.engine.generate(kind, body)
+        call.take_usage(result.get("usage"))
+        result["model"] = call.route
+        return json_response(result, call.request_id)
+    except StrataError as exc:
+        call.fail(exc)
+        return error_response(exc, call.request_id)
+    except asyncio.CancelledError:
+        call.status, call.error_type = 499, "client_disconnected"
+        raise
+    finally:
+        if not streaming:
+            account(state, call, target)
+
+
+async def _start_stream(state: AppState, call: CallRecord, target: Target, kind: Kind, body: dict[str, Any],
+                        req: Any) -> Response:
+    """Fetch the first chunk before answering, so an engine that fails early gets a proper HTTP error."""
+    want_usage = bool(req.stream_options and req.stream_options.include_usage)
+    body["stream_options"] = {"include_usage": True}
+    chunks = aiter(target.engine.stream(kind, body))
+    first = await anext(chunks, None)
+    relay = _relay(state, call, target, chunks, first, want_usage)
+    return StreamingResponse(relay, media_type="text/event-stream",
+                             headers={"x-request-id": call.request_id, "cache-control": "no-cache"})
+
+
+async def _relay(state: AppState, call: CallRecord, target: Target, chunks: AsyncIterator[dict[str, Any]],
+                 chunk: dict[str, Any] | None, want_usage: bool) -> AsyncIterator[bytes]:
+    itl = state.metrics.itl.labels(call.route, call.deployment)
+    try:
+        while chunk is not None:
+            usage = chunk.get("usage")
+            if usage:
+                call.take_usage(usage)
+            choices = chunk.get("choices")
+            if choices:
+                if _has_token(choices[0]):
+                    now = time.perf_counter()
+                    if call.first_token is None:
+                        call.first_token = now
+                        state.metrics.ttft.labels(call.route, call.deployment).observe(now - call.started)
+                    else:
+                        itl.observe(now - (call.last_token or now))
+                    call.last_token = now
+                chunk["model"] = call.route
+                if not want_usage and usage:
+                    chunk.pop("usage", None)
+                yield sse_event(chunk)
+            elif want_usage and usage:
+                chunk["model"] = call.route
+                yield sse_event(chunk)
+            chunk = await anext(chunks, None)
+        yield SSE_DONE
+    except StrataError as exc:
+        call.fail(exc)
+        yield sse_event(exc.to_dict())
+    except BaseException:
+        call.status, call.error_type = 499, "client_disconnected"
+        raise
+    finally:
+        with anyio.CancelScope(shield=True):
+            await chunks.aclose()  # type: ignore[attr-defined]
+        account(state, call, target)
+
+
+def _has_token(choice: dict[str, Any]) -> bool:
+    delta = choice.get("delta")
+    if delta is not None:
+        return bool(delta.get("content") or delta.get("tool_calls") or delta.get("reasoning_content"))
+    return bool(choice.get("text"))
+
+
+async def embeddings(request: Request) -> Response:
+    state = _state(request)
+    call = CallRecord(request_id_of(request, new_request_id), "embeddings")
+    target: Target | None = None
+    try:
+        body, _, target = await admit(state, request, call, EmbeddingRequest)
+        result = await target.engine.embed(body)
+        call.take_usage(result.get("usage"))
+        result["model"] = call.route
+        return json_response(result, call.request_id)
+    except StrataError as exc:
+        call.fail(exc)
+        return error_response(exc, call.request_id)
+    finally:
+        account(state, call, target)
+
+
+async def list_models(request: Request) -> Response:
+    state = _state(request)
+    rid = request_id_of(request, new_request_id)
+    try:
+        principal = await state.auth.authenticate(request.headers.get("authorization"))
+    except StrataError as exc:
+        return error_response(exc, rid)
+    created = int(state.started_at)
+    data = [{"id": r.name, "object": "model", "created": created, "owned_by": "strata"}
+            for r in state.router.visible_to(principal)]
+    return json_response({"object": "list", "data": data}, rid)
+
+
+routes = [
+    Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+    Route("/v1/completions", completions, methods=["POST"]),
+    Route("/v1/embeddings", embeddings, methods=["POST"]),
+    Route("/v1/models", list_models, methods=["GET"]),
+]

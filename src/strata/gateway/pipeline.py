@@ -1,0 +1,72 @@
+"""The request pipeline, top to bottom.
+
+    authenticate -> read & validate -> route -> (limits, budget: later stages) -> call engine -> account
+
+``admit`` runs every stage before the engine call, ``account`` every stage after it. Each stage lives in
+its own module; this one only orders them.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from starlette.requests import Request
+
+from strata.errors import InvalidRequest
+from strata.gateway.context import CallRecord
+from strata.gateway.http import parse_tags, read_json
+from strata.gateway.schemas import validate
+from strata.gateway.state import AppState
+from strata.governance.cost import request_cost
+from strata.routing.router import Target
+
+
+async def admit(state: AppState, request: Request, call: CallRecord, schema: type) -> tuple[dict[str, Any], Any,
+                                                                                            Target]:
+    """Stages before the engine: who is calling, what they ask, which deployment serves it."""
+    call.principal = await state.auth.authenticate(request.headers.get("authorization"))
+    body = await read_json(request, state.settings.server.max_body_bytes)
+    req = validate(schema, body)
+    call.user = req.user
+    call.tags = parse_tags(request.headers.get("x-strata-tags"))
+    call.stream = bool(getattr(req, "stream", False))
+    target = state.router.resolve(req.model, call.principal, call.endpoint)
+    call.route, call.deployment = target.route.name, target.deployment.name
+    call.engine, call.model = target.engine.engine_type, target.engine.model
+    check_context(req, target)
+    body["model"] = target.engine.model
+    state.metrics.in_flight.labels(call.route).inc()
+    return body, req, target
+
+
+def check_context(req: Any, target: Target) -> None:
+    limit = getattr(req, "output_limit", None)
+    window = target.engine.context_length
+    if limit is not None and window is not None and limit > window:
+        field = "max_completion_tokens" if getattr(req, "max_completion_tokens", None) else "max_tokens"
+        raise InvalidRequest(
+            f"{field} is too large: {limit}. This model's maximum context length is {window} tokens.",
+            param=field, code="context_length_exceeded")
+
+
+def account(state: AppState, call: CallRecord, target: Target | None) -> None:
+    """Stages after the engine: cost, metrics, ledger. Runs exactly once per request, success or not."""
+    finished = time.perf_counter()
+    m = state.metrics
+    team = call.principal.team if call.principal else "-"
+    route, deployment = call.route or "-", call.deployment or "-"
+    if target is not None:
+        slots = getattr(target.deployment.engine, "n_parallel", 1)
+        call.cost = request_cost(target.deployment.price, call.prompt_tokens, call.completion_tokens,
+                                 finished - call.started, slots)
+        m.in_flight.labels(route).dec()
+        m.duration.labels(route, deployment).observe(finished - call.started)
+        if call.prompt_tokens:
+            m.input_tokens.labels(route, deployment, team).inc(call.prompt_tokens)
+        if call.completion_tokens:
+            m.output_tokens.labels(route, deployment, team).inc(call.completion_tokens)
+        if call.cost:
+            m.cost.labels(route, deployment, team).inc(call.cost)
+    m.requests.labels(route, deployment, team, str(call.status)).inc()
+    state.ledger.record(call.to_row(finished))

@@ -1,0 +1,1 @@
+"""Governance: who may call what (keys, allow-lists) and what it costs."""

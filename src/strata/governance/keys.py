@@ -1,0 +1,142 @@
+"""API keys: creation, hashing, listing, revocation (the store), shared by CLI and admin API.
+
+A key is ``sk-strata-`` + 256 random bits. Only its SHA-256 is stored: the secret has full entropy, so a
+slow password hash would add latency to every request without adding safety.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import Engine, func, select
+from sqlalchemy.orm import Session
+
+from strata.errors import InvalidRequest, NotFound
+from strata.store.tables import ApiKey
+
+KEY_PREFIX = "sk-strata-"
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: the identity every request is attributed to."""
+
+    key_id: str
+    name: str
+    team: str
+    allowed_routes: frozenset[str] | None
+    is_admin: bool
+    expires_at: datetime | None = None
+    revoked: bool = False
+
+    def may_use(self, route: str) -> bool:
+        return self.allowed_routes is None or route in self.allowed_routes
+
+
+@dataclass(frozen=True, slots=True)
+class CreatedKey:
+    principal: Principal
+    secret: str
+
+
+def hash_key(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def principal_of(row: ApiKey) -> Principal:
+    return Principal(
+        key_id=row.id,
+        name=row.name,
+        team=row.team,
+        allowed_routes=frozenset(row.allowed_routes) if row.allowed_routes is not None else None,
+        is_admin=row.is_admin,
+        expires_at=_aware(row.expires_at),
+        revoked=row.revoked_at is not None,
+    )
+
+
+def _aware(dt: datetime | None) -> datetime | None:
+    """SQLite hands back naive datetimes; every stored time is UTC."""
+    if dt is not None and dt.tzinfo is None:
+        return dt.replace(tzinfo=UTC)
+    return dt
+
+
+class KeyStore:
+    """Durable key operations on the database (synchronous; the server calls them off the event loop)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def create(
+        self,
+        name: str,
+        team: str = "default",
+        allowed_routes: list[str] | None = None,
+        expires_at: datetime | None = None,
+        is_admin: bool = False,
+        secret: str | None = None,
+    ) -> CreatedKey:
+        if not name.strip() or not team.strip():
+            raise InvalidRequest("key name and team must not be empty", param="name")
+        if expires_at is not None and _aware(expires_at) <= datetime.now(UTC):  # type: ignore[operator]
+            raise InvalidRequest("expires_at is in the past", param="expires_at")
+        secret = secret or KEY_PREFIX + secrets.token_urlsafe(32)
+        row = ApiKey(
+            id=uuid.uuid4().hex[:16],
+            name=name,
+            team=team,
+            key_hash=hash_key(secret),
+            prefix=secret[:14],
+            allowed_routes=sorted(set(allowed_routes)) if allowed_routes is not None else None,
+            is_admin=is_admin,
+            created_at=datetime.now(UTC),
+            expires_at=expires_at,
+            revoked_at=None,
+        )
+        with Session(self.engine, expire_on_commit=False) as s, s.begin():
+            row.updated_seq = self._next_seq(s)
+            s.add(row)
+        return CreatedKey(principal_of(row), secret)
+
+    def revoke(self, key_id: str) -> Principal:
+        with Session(self.engine, expire_on_commit=False) as s, s.begin():
+            row = s.get(ApiKey, key_id)
+            if row is None:
+                raise NotFound(f"no key with id {key_id!r}", param="key_id", code="key_not_found")
+            if row.revoked_at is None:
+                row.revoked_at = datetime.now(UTC)
+                row.updated_seq = self._next_seq(s)
+            return principal_of(row)
+
+    def list(self) -> list[tuple[ApiKey, Principal]]:
+        with Session(self.engine, expire_on_commit=False) as s:
+            rows = s.scalars(select(ApiKey).order_by(ApiKey.created_at)).all()
+            s.expunge_all()
+        return [(r, principal_of(r)) for r in rows]
+
+    def find(self, key_hash: str) -> Principal | None:
+        with Session(self.engine, expire_on_commit=False) as s:
+            row = s.scalars(select(ApiKey).where(ApiKey.key_hash == key_hash)).first()
+            return principal_of(row) if row else None
+
+    def changes_since(self, seq: int) -> tuple[int, dict[str, Principal]]:
+        """Keys changed after ``seq``, by hash; the server's cache applies them."""
+        with Session(self.engine, expire_on_commit=False) as s:
+            rows = s.scalars(select(ApiKey).where(ApiKey.updated_seq > seq)).all()
+            top = max((r.updated_seq for r in rows), default=seq)
+            return top, {r.key_hash: principal_of(r) for r in rows}
+
+    def admin_exists(self) -> bool:
+        with Session(self.engine, expire_on_commit=False) as s:
+            q = select(func.count()).select_from(ApiKey).where(ApiKey.is_admin, ApiKey.revoked_at.is_(None))
+            return bool(s.scalar(q))
+
+    @staticmethod
+    def _next_seq(s: Session) -> int:
+        return int(s.scalar(select(func.coalesce(func.max(ApiKey.updated_seq), 0))) or 0) + 1
+

@@ -1,0 +1,98 @@
+"""The usage ledger writer: one row per request, written in batches off the hot path.
+
+``record()`` only appends to a buffer. A background task writes the buffer every ``flush_interval`` (or
+sooner once ``batch_size`` rows wait) in a worker thread. A failed write keeps its rows and retries; on
+shutdown ``close()`` drains everything, and if the database is still unwritable the rows are spilled to
+``ledger-spill.jsonl`` in the data dir rather than dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any
+
+import orjson
+from sqlalchemy import Engine, insert
+
+from strata.observe.metrics import Metrics
+from strata.store.tables import LedgerRow
+
+log = logging.getLogger(__name__)
+
+
+class LedgerWriter:
+    def __init__(self, engine: Engine, metrics: Metrics, *, flush_interval: float, batch_size: int,
+                 spill_path: Path) -> None:
+        self.engine = engine
+        self.metrics = metrics
+        self.flush_interval = flush_interval
+        self.batch_size = batch_size
+        self.spill_path = spill_path
+        self._buffer: list[dict[str, Any]] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="ledger-writer")
+
+    def record(self, row: dict[str, Any]) -> None:
+        self._buffer.append(row)
+        if len(self._buffer) >= self.batch_size:
+            self._wake.set()
+
+    @property
+    def pending(self) -> int:
+        return len(self._buffer)
+
+    async def _run(self) -> None:
+        while not self._closing:
+            try:
+                await asyncio.wait_for(self._wake.wait(), self.flush_interval)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            await self.flush()
+
+    async def flush(self) -> bool:
+        """Write everything buffered now; on failure the rows go back to the front of the buffer."""
+        if not self._buffer:
+            return True
+        batch, self._buffer = self._buffer, []
+        try:
+            await asyncio.to_thread(self._write, batch)
+        except Exception as exc:  # any DB error: keep the rows, retry on the next tick
+            self._buffer[:0] = batch
+            self.metrics.ledger_errors.inc()
+            log.warning("ledger write of %d rows failed (will retry): %s", len(batch), exc)
+            return False
+        finally:
+            self.metrics.ledger_pending.set(len(self._buffer))
+        self.metrics.ledger_written.inc(len(batch))
+        return True
+
+    def _write(self, batch: list[dict[str, Any]]) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(insert(LedgerRow), batch)
+
+    async def close(self, attempts: int = 5) -> None:
+        """Stop the loop and drain the buffer; spill to disk what the database would not take."""
+        self._closing = True
+        self._wake.set()
+        if self._task is not None:
+            await self._task
+        for i in range(attempts):
+            if await self.flush():
+                return
+            await asyncio.sleep(0.2 * (i + 1))
+        self._spill()
+
+    def _spill(self) -> None:
+        self.spill_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.spill_path, "ab") as f:
+            for row in self._buffer:
+                f.write(orjson.dumps(row, default=str) + b"\n")
+        log.error("database unwritable: spilled %d ledger rows to %s", len(self._buffer), self.spill_path)
+        self._buffer = []

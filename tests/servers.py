@@ -1,0 +1,90 @@
+"""Running a real Strata process for end-to-end tests (``strata up`` in a subprocess)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import yaml
+
+from tests.upstreams import free_port
+
+ADMIN_KEY = "sk-test-admin-0123456789abcdef"
+
+
+class StrataProcess:
+    """``strata up`` on a free port with a config dict; stopped with SIGTERM like a real deployment."""
+
+    def __init__(self, data_dir: Path, config: dict[str, Any] | None = None, env: dict[str, str] | None = None):
+        self.data_dir = data_dir
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.config = config
+        self.env = {**os.environ, "STRATA_ADMIN_KEY": ADMIN_KEY, **(env or {})}
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = data_dir / "strata.log"
+
+    def start(self, ready_timeout: float = 180.0, require_ready: bool = True) -> StrataProcess:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        argv = [sys.executable, "-m", "strata", "up", "--port", str(self.port), "--data-dir", str(self.data_dir)]
+        if self.config is not None:
+            path = self.data_dir / "strata.yaml"
+            path.write_text(yaml.safe_dump(self.config))
+            argv += ["--config", str(path)]
+        self.proc = subprocess.Popen(argv, env=self.env, stdout=open(self.log_path, "ab"), stderr=subprocess.STDOUT)
+        self.wait_ready(ready_timeout, require_ready)
+        return self
+
+    def wait_ready(self, timeout: float = 180.0, require_ready: bool = True) -> None:
+        deadline = time.monotonic() + timeout
+        path = "/readyz" if require_ready else "/healthz"
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"strata exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                if httpx.get(self.url + path, timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise TimeoutError(f"strata not ready after {timeout}s:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-4000:] if self.log_path.exists() else ""
+
+    def client(self, key: str = ADMIN_KEY, **kw: Any) -> openai.OpenAI:
+        return openai.OpenAI(base_url=self.url + "/v1", api_key=key, max_retries=0, **kw)
+
+    def async_client(self, key: str = ADMIN_KEY, **kw: Any) -> openai.AsyncOpenAI:
+        return openai.AsyncOpenAI(base_url=self.url + "/v1", api_key=key, max_retries=0, **kw)
+
+    def admin(self, method: str, path: str, **kw: Any) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
+        return httpx.request(method, self.url + path, headers=headers, timeout=30, **kw)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60.0) -> int:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else 0
+        self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()
+
+
+def openai_route(name: str, base_url: str, model: str, **engine: Any) -> dict[str, Any]:
+    """A config route served by the ``openai`` engine, priced at $1/$2 per million tokens."""
+    return {"name": name, "deployments": [{
+        "name": f"{name}-dep",
+        "engine": {"type": "openai", "base_url": base_url, "model": model, **engine},
+        "price": {"input_per_mtok": 1.0, "output_per_mtok": 2.0},
+    }]}

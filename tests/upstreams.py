@@ -1,0 +1,139 @@
+"""Small real OpenAI-compatible upstream servers for injecting third-party faults.
+
+One server, behaviour chosen by the requested ``model``:
+
+- ``ok``: a fixed reply (JSON, or SSE with a usage chunk); ``prompt_tokens=7``, ``completion_tokens=3``
+- ``err500``: HTTP 500 with an error body
+- ``stall``: waits 60 s before answering (longer than any test's read timeout)
+- ``stall-stream``: sends one SSE chunk, then stalls
+- ``die``: closes the connection without answering (JSON) / after two chunks (SSE)
+- ``slow``: answers after 0.3 s (to keep requests in flight)
+- ``echo-auth``: replies with the Authorization header it received as the message content
+
+It runs in its own thread and event loop so it is independent of the code under test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+import time
+from typing import Any
+
+from aiohttp import web
+
+REPLY = "Hello from the fixed upstream."
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _completion(model: str, content: str, chat: bool) -> dict[str, Any]:
+    usage = {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10}
+    if chat:
+        choice = {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}
+        return {"id": "chatcmpl-fixed", "object": "chat.completion", "created": int(time.time()), "model": model,
+                "choices": [choice], "usage": usage}
+    return {"id": "cmpl-fixed", "object": "text_completion", "created": int(time.time()), "model": model,
+            "choices": [{"index": 0, "text": content, "finish_reason": "stop"}], "usage": usage}
+
+
+def _chunk(model: str, content: str | None, chat: bool, finish: str | None = None) -> bytes:
+    if chat:
+        choice: dict[str, Any] = {"index": 0, "delta": {"content": content} if content else {}, "finish_reason": finish}
+        obj: dict[str, Any] = {"id": "chatcmpl-fixed", "object": "chat.completion.chunk", "model": model,
+                               "created": 0, "choices": [choice]}
+    else:
+        obj = {"id": "cmpl-fixed", "object": "text_completion", "model": model, "created": 0,
+               "choices": [{"index": 0, "text": content or "", "finish_reason": finish}]}
+    return b"data: " + json.dumps(obj).encode() + b"\n\n"
+
+
+async def _handle(request: web.Request) -> web.StreamResponse:
+    body = await request.json()
+    model = body.get("model", "ok")
+    chat = request.path.endswith("/chat/completions")
+    if model == "err500":
+        return web.json_response({"error": {"message": "upstream exploded", "type": "server_error"}}, status=500)
+    if model == "stall":
+        await asyncio.sleep(60)
+    if model == "slow":
+        await asyncio.sleep(0.3)
+    if model == "die" and not body.get("stream"):
+        assert request.transport is not None
+        request.transport.abort()
+        return web.Response()
+    content = request.headers.get("Authorization", "") if model == "echo-auth" else REPLY
+    if not body.get("stream"):
+        return web.json_response(_completion(model, content, chat))
+    return await _stream(request, body, model, chat)
+
+
+async def _stream(request: web.Request, body: dict[str, Any], model: str, chat: bool) -> web.StreamResponse:
+    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+    await resp.prepare(request)
+    words = ["Hello", " from", " the", " fixed", " upstream."]
+    for i, word in enumerate(words):
+        await resp.write(_chunk(model, word, chat))
+        if model == "stall-stream":
+            await asyncio.sleep(60)
+        if model == "die" and i == 1:
+            assert request.transport is not None
+            request.transport.abort()
+            return resp
+    await resp.write(_chunk(model, None, chat, finish="stop"))
+    if (body.get("stream_options") or {}).get("include_usage"):
+        usage = {"prompt_tokens": 7, "completion_tokens": 5, "total_tokens": 12}
+        await resp.write(b"data: " + json.dumps({"id": "x", "object": "chat.completion.chunk", "model": model,
+                                                  "created": 0, "choices": [], "usage": usage}).encode() + b"\n\n")
+    await resp.write(b"data: [DONE]\n\n")
+    return resp
+
+
+async def _models(request: web.Request) -> web.Response:
+    return web.json_response({"object": "list", "data": [{"id": "ok", "object": "model"}]})
+
+
+async def _embeddings(request: web.Request) -> web.Response:
+    body = await request.json()
+    inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
+    data = [{"object": "embedding", "index": i, "embedding": [0.1, 0.2, 0.3]} for i in range(len(inputs))]
+    return web.json_response({"object": "list", "data": data, "model": body["model"],
+                              "usage": {"prompt_tokens": 2 * len(inputs), "total_tokens": 2 * len(inputs)}})
+
+
+class FaultyUpstream:
+    """Run the server in a background thread: ``with FaultyUpstream() as up: up.base_url``."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}/v1"
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._runner: web.AppRunner | None = None
+
+    def __enter__(self) -> FaultyUpstream:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(10)
+        return self
+
+    async def _start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", _handle)
+        app.router.add_post("/v1/completions", _handle)
+        app.router.add_post("/v1/embeddings", _embeddings)
+        app.router.add_get("/v1/models", _models)
+        self._runner = web.AppRunner(app, shutdown_timeout=0.1)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+
+    def __exit__(self, *exc: object) -> None:
+        if self._runner is not None:
+            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)

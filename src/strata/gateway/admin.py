@@ -12,7 +12,6 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from strata.errors import PermissionDenied, StrataError
-from strata.gateway.context import new_request_id
 from strata.gateway.http import error_response, json_response, read_json, request_id_of
 from strata.gateway.schemas import validate
 from strata.gateway.state import AppState
@@ -41,7 +40,7 @@ def key_view(p: Principal, created_at: datetime | None = None, prefix: str | Non
 
 async def _admin(request: Request) -> tuple[AppState, str]:
     state: AppState = request.app.state.strata
-    rid = request_id_of(request, new_request_id)
+    rid = request_id_of(request, state.new_id)
     principal = await state.auth.authenticate(request.headers.get("authorization"))
     if not principal.is_admin:
         raise PermissionDenied("This endpoint needs an admin key.", code="admin_required")

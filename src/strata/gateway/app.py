@@ -16,6 +16,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from strata.config.settings import Settings
 from strata.engines.base import Engine
@@ -64,13 +65,37 @@ def create_app(settings: Settings, state: AppState | None = None) -> Starlette:
         finally:
             await _shutdown(state)
 
-    app = Starlette(
+    app = Gateway(
         routes=[*openai_api.routes, *admin.routes, *health.routes],
         lifespan=lifespan,
         exception_handlers={HTTPException: _http_error, StrataError: _strata_error},  # type: ignore[dict-item]
     )
     app.state.strata = state
     return app
+
+
+class Gateway(Starlette):
+    """Starlette, with the inference endpoints dispatched straight from the ASGI call.
+
+    The hot path skips the generic middleware stack and router (measured: ~10% of gateway CPU per
+    request); every other path goes through Starlette as usual.
+    """
+
+    FAST = {f"/v1{p}": e for p, e in openai_api.FAST_PATHS.items()}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            endpoint = self.FAST.get(scope["path"])
+            if endpoint is not None:
+                scope["app"] = self
+                try:
+                    response = await endpoint(Request(scope, receive))
+                except Exception:
+                    log.exception("unhandled error on %s", scope["path"])
+                    response = error_response(StrataError("Internal error in the gateway."))
+                await response(scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
 
 
 async def _startup(state: AppState) -> None:

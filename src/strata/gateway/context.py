@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
 from dataclasses import dataclass, field
@@ -12,8 +13,15 @@ from strata.errors import StrataError
 from strata.governance.keys import Principal
 
 
-def new_request_id() -> str:
-    return "req_" + os.urandom(12).hex()
+class RequestIds:
+    """Request ids unique per gateway start (random prefix) and cheap (a counter, no syscall)."""
+
+    def __init__(self) -> None:
+        self._prefix = "req_" + os.urandom(6).hex()
+        self._next = itertools.count(1).__next__
+
+    def __call__(self) -> str:
+        return f"{self._prefix}{self._next():010x}"
 
 
 @dataclass(slots=True)
@@ -57,7 +65,6 @@ class CallRecord:
                 tpot = (self.last_token - self.first_token) * 1000 / (self.completion_tokens - 1)
         p = self.principal
         return {
-            "id": os.urandom(16).hex(),
             "request_id": self.request_id,
             "started_at": datetime.fromtimestamp(self.started_wall, UTC),
             "finished_at": datetime.fromtimestamp(self.started_wall + latency, UTC),

@@ -15,7 +15,7 @@ from starlette.routing import Route
 
 from strata.engines.base import Kind
 from strata.errors import StrataError
-from strata.gateway.context import CallRecord, new_request_id
+from strata.gateway.context import CallRecord
 from strata.gateway.http import SSE_DONE, error_response, json_response, request_id_of, sse_event
 from strata.gateway.pipeline import account, admit
 from strata.gateway.schemas import ChatRequest, CompletionRequest, EmbeddingRequest
@@ -40,7 +40,7 @@ async def completions(request: Request) -> Response:
 
 async def _generation(request: Request, kind: Kind, schema: type) -> Response:
     state = _state(request)
-    call = CallRecord(request_id_of(request, new_request_id), kind)
+    call = CallRecord(request_id_of(request, state.new_id), kind)
     target: Target | None = None
     streaming = False
     try:
@@ -124,7 +124,7 @@ def _has_token(choice: dict[str, Any]) -> bool:
 
 async def embeddings(request: Request) -> Response:
     state = _state(request)
-    call = CallRecord(request_id_of(request, new_request_id), "embeddings")
+    call = CallRecord(request_id_of(request, state.new_id), "embeddings")
     target: Target | None = None
     try:
         body, _, target = await admit(state, request, call, EmbeddingRequest)
@@ -141,7 +141,7 @@ async def embeddings(request: Request) -> Response:
 
 async def list_models(request: Request) -> Response:
     state = _state(request)
-    rid = request_id_of(request, new_request_id)
+    rid = request_id_of(request, state.new_id)
     try:
         principal = await state.auth.authenticate(request.headers.get("authorization"))
     except StrataError as exc:
@@ -151,6 +151,8 @@ async def list_models(request: Request) -> Response:
             for r in state.router.visible_to(principal)]
     return json_response({"object": "list", "data": data}, rid)
 
+
+FAST_PATHS = {"/chat/completions": chat_completions, "/completions": completions, "/embeddings": embeddings}
 
 routes = [
     Route("/v1/chat/completions", chat_completions, methods=["POST"]),

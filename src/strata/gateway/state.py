@@ -10,6 +10,7 @@ from sqlalchemy import Engine as DbEngine
 
 from strata.config.settings import Settings
 from strata.engines.base import Engine, EngineHealth
+from strata.gateway.context import RequestIds
 from strata.governance.auth import Authenticator
 from strata.governance.keys import KeyStore
 from strata.observe.ledger import LedgerWriter
@@ -27,6 +28,7 @@ class AppState:
     ledger: LedgerWriter
     router: Router
     engines: dict[str, Engine]
+    new_id: RequestIds = field(default_factory=RequestIds)
     started_at: float = field(default_factory=time.time)
     health: dict[str, EngineHealth] = field(default_factory=dict)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)

@@ -117,7 +117,7 @@ class Settings(BaseSettings):
     ledger: LedgerSettings = LedgerSettings()
     supervisor: SupervisorSettings = SupervisorSettings()
     keys: KeySettings = KeySettings()
-    routes: list[RouteConfig] = Field(default_factory=default_routes)
+    routes: list[RouteConfig] = Field(default_factory=default_routes, min_length=1)
 
     @model_validator(mode="after")
     def _unique_names(self) -> Settings:

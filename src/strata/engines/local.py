@@ -86,7 +86,7 @@ class LocalEngine(HttpEngine):
     async def health(self) -> EngineHealth:
         sup = self.supervisor
         return EngineHealth(ready=sup.ready.is_set(), state=sup.state, detail=sup.last_error,
-                            restarts=sup.restarts, extra={"pid": sup.pid})
+                            restarts=sup.restarts, extra={"pid": sup.pid, "url": self.base_url})
 
     async def close(self) -> None:
         await self.supervisor.stop()

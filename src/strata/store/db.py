@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 from alembic import command
 from alembic.config import Config as AlembicConfig
@@ -30,7 +31,7 @@ def make_engine(url: str) -> Engine:
     return create_engine(url, pool_size=5, max_overflow=5, pool_pre_ping=True)
 
 
-def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
     cur.execute("PRAGMA synchronous=NORMAL")
@@ -48,7 +49,8 @@ def migrate(engine: Engine) -> None:
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
     except SQLAlchemyError as exc:
-        raise ConfigError(f"database {engine.url.render_as_string()}: {exc.__class__.__name__}: {exc.orig}") from None
+        cause = getattr(exc, "orig", None) or exc
+        raise ConfigError(f"database {engine.url.render_as_string()}: {cause.__class__.__name__}: {cause}") from None
 
 
 def open_database(url: str) -> Engine:

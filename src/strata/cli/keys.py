@@ -34,7 +34,7 @@ def create(
     as_json: JsonOpt = False,
 ) -> None:
     """Create a key. Its secret is printed once and never stored."""
-    expires = datetime.now(UTC) + timedelta(days=expires_in_days) if expires_in_days else None
+    expires = datetime.now(UTC) + timedelta(days=expires_in_days) if expires_in_days is not None else None
     created = _store(config, data_dir).create(name, team, route or None, expires, admin)
     view = {**key_view(created.principal, datetime.now(UTC), created.secret[:14]), "key": created.secret}
     if as_json:

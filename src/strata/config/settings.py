@@ -151,8 +151,8 @@ def _require_unique(what: str, names: list[str]) -> None:
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
     """Build settings from all sources; any problem becomes one ``ConfigError`` line."""
-    if config_file is not None and not config_file.is_file():
-        raise ConfigError(f"config file not found: {config_file}")
+    if config_file is not None:
+        _require_mapping(config_file)
 
     class _FromFile(Settings):
         model_config = SettingsConfigDict(yaml_file=config_file)
@@ -162,10 +162,22 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
         return _FromFile(**nested)
     except ValidationError as exc:
         raise ConfigError(_describe(exc, config_file)) from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"invalid YAML in {config_file}: {' '.join(str(exc).split())}") from None
     except ValueError as exc:
         raise ConfigError(f"invalid config: {exc}") from None
+
+
+def _require_mapping(config_file: Path) -> None:
+    """The file must exist and hold ``field: value`` pairs at the top (a list or a scalar is a typo)."""
+    if not config_file.is_file():
+        raise ConfigError(f"config file not found: {config_file}")
+    try:
+        with config_file.open(encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"invalid YAML in {config_file}: {' '.join(str(exc).split())}") from None
+    if data is not None and not isinstance(data, dict):
+        raise ConfigError(f"invalid config in {config_file}: the top level must be a mapping of settings "
+                          f"(field: value), not a {type(data).__name__}")
 
 
 def _nest(flat: dict[str, Any]) -> dict[str, Any]:

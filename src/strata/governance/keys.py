@@ -12,13 +12,14 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, false, func, select, text, update
 from sqlalchemy.orm import Session
 
 from strata.errors import InvalidRequest, NotFound
 from strata.store.tables import ApiKey
 
 KEY_PREFIX = "sk-strata-"
+MAX_NAME = 200  # the width of api_keys.name and api_keys.team
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +84,8 @@ class KeyStore:
     ) -> CreatedKey:
         if not name.strip() or not team.strip():
             raise InvalidRequest("key name and team must not be empty", param="name")
+        if len(name) > MAX_NAME or len(team) > MAX_NAME:  # PostgreSQL would refuse the row; SQLite would not
+            raise InvalidRequest(f"key name and team must be at most {MAX_NAME} characters", param="name")
         if expires_at is not None and _aware(expires_at) <= datetime.now(UTC):  # type: ignore[operator]
             raise InvalidRequest("expires_at is in the past", param="expires_at")
         secret = secret or KEY_PREFIX + secrets.token_urlsafe(32)
@@ -99,12 +102,14 @@ class KeyStore:
             revoked_at=None,
         )
         with Session(self.engine, expire_on_commit=False) as s, s.begin():
+            self._lock_for_write(s)
             row.updated_seq = self._next_seq(s)
             s.add(row)
         return CreatedKey(principal_of(row), secret)
 
     def revoke(self, key_id: str) -> Principal:
         with Session(self.engine, expire_on_commit=False) as s, s.begin():
+            self._lock_for_write(s)
             row = s.get(ApiKey, key_id)
             if row is None:
                 raise NotFound(f"no key with id {key_id!r}", param="key_id", code="key_not_found")
@@ -117,6 +122,8 @@ class KeyStore:
         with Session(self.engine, expire_on_commit=False) as s:
             rows = s.scalars(select(ApiKey).order_by(ApiKey.created_at)).all()
             s.expunge_all()
+        for r in rows:
+            r.created_at = _aware(r.created_at)  # type: ignore[assignment]
         return [(r, principal_of(r)) for r in rows]
 
     def find(self, key_hash: str) -> Principal | None:
@@ -137,6 +144,18 @@ class KeyStore:
             return bool(s.scalar(q))
 
     @staticmethod
+    def _lock_for_write(s: Session) -> None:
+        """Serialise key writers until commit, so change numbers are unique and commit in order.
+
+        Without it two writers (CLI and server, or two replicas) read the same maximum, and a sync that
+        runs between their commits skips the second change for good: a revoked key stays usable.
+        Taken first in the transaction, before any row is touched, so writers cannot deadlock.
+        """
+        if s.get_bind().dialect.name == "postgresql":
+            s.execute(text("LOCK TABLE api_keys IN SHARE ROW EXCLUSIVE MODE"))
+        else:  # SQLite: an empty UPDATE takes the database write lock
+            s.execute(update(ApiKey).where(false()).values(updated_seq=ApiKey.updated_seq))
+
+    @staticmethod
     def _next_seq(s: Session) -> int:
         return int(s.scalar(select(func.coalesce(func.max(ApiKey.updated_seq), 0))) or 0) + 1
-

@@ -40,8 +40,15 @@ def _metrics() -> list[Any]:
     ]
 
 
+def window_start(since: str) -> datetime:
+    try:
+        return datetime.now(UTC) - parse_window(since)
+    except OverflowError:  # "1000000d" parses but reaches before year 1
+        raise InvalidRequest(f"window {since!r} is too long", param="since") from None
+
+
 def usage_report(engine: Engine, by: str = "team", since: str = "7d") -> dict[str, Any]:
-    start = datetime.now(UTC) - parse_window(since)
+    start = window_start(since)
     if by.startswith("tag:") and len(by) > 4:
         groups = _by_tag(engine, by[4:], start)
     elif by in COLUMNS:

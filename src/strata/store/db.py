@@ -9,7 +9,7 @@ from typing import Any
 from alembic import command
 from alembic.config import Config as AlembicConfig
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from strata.errors import ConfigError
 
@@ -18,7 +18,15 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 
 
 def make_engine(url: str) -> Engine:
-    """Create a pooled engine; SQLite gets WAL and a busy timeout so readers never block the writer."""
+    """Create a pooled engine; a URL SQLAlchemy cannot use becomes one ``ConfigError`` line."""
+    try:
+        return _create(url)
+    except (ArgumentError, ImportError) as exc:
+        raise ConfigError(f"invalid database.url: {' '.join(str(exc).split())}") from None
+
+
+def _create(url: str) -> Engine:
+    """SQLite gets WAL and a busy timeout so readers never block the writer."""
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
@@ -50,7 +58,8 @@ def migrate(engine: Engine) -> None:
             command.upgrade(cfg, "head")
     except SQLAlchemyError as exc:
         cause = getattr(exc, "orig", None) or exc
-        raise ConfigError(f"database {engine.url.render_as_string()}: {cause.__class__.__name__}: {cause}") from None
+        detail = " ".join(str(cause).split())  # driver messages span lines; the CLI prints one
+        raise ConfigError(f"database {engine.url.render_as_string()}: {cause.__class__.__name__}: {detail}") from None
 
 
 def open_database(url: str) -> Engine:

@@ -44,9 +44,12 @@ def once(port: int) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         exe = Path(sys.executable).with_name("strata")
         t0 = time.monotonic()
-        proc = subprocess.Popen([str(exe), "up", "--port", str(port), "--data-dir", tmp],
-                                env={**os.environ, "STRATA_ADMIN_KEY": KEY},
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [str(exe), "up", "--port", str(port), "--data-dir", tmp],
+            env={**os.environ, "STRATA_ADMIN_KEY": KEY},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         try:
             first_token(f"http://127.0.0.1:{port}/v1/chat/completions", t0 + 120)
             return time.monotonic() - t0
@@ -65,8 +68,10 @@ def main() -> None:
         times.append(once(18400 + i))
         print(f"run {i + 1}: {times[-1]:.2f} s to first token", flush=True)
     result = {"runs_s": times, "median_s": statistics.median(times)}
-    print(f"\n| runs | median | min | max |\n|---:|---:|---:|---:|\n| {args.runs} | {result['median_s']:.2f} s | "
-          f"{min(times):.2f} s | {max(times):.2f} s |")
+    print(
+        f"\n| runs | median | min | max |\n|---:|---:|---:|---:|\n| {args.runs} | {result['median_s']:.2f} s | "
+        f"{min(times):.2f} s | {max(times):.2f} s |"
+    )
     if args.json_out:
         args.json_out.write_text(json.dumps(result, indent=2))
 

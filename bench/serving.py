@@ -27,11 +27,17 @@ PROMPT = "Write a long story about a lighthouse keeper and the sea."
 
 
 async def one(session: aiohttp.ClientSession, url: str, model: str, max_tokens: int) -> int:
-    body = {"model": model, "messages": [{"role": "user", "content": PROMPT}], "max_tokens": max_tokens,
-            "stream": True, "stream_options": {"include_usage": True}, "ignore_eos": True, "temperature": 0.7}
+    body = {
+        "model": model,
+        "messages": [{"role": "user", "content": PROMPT}],
+        "max_tokens": max_tokens,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "ignore_eos": True,
+        "temperature": 0.7,
+    }
     tokens = 0
-    async with session.post(url + "/chat/completions", json=body,
-                            headers={"Authorization": f"Bearer {KEY}"}) as r:
+    async with session.post(url + "/chat/completions", json=body, headers={"Authorization": f"Bearer {KEY}"}) as r:
         r.raise_for_status()
         async for line in r.content:
             if line.startswith(b"data: {") and b'"usage"' in line:
@@ -46,11 +52,13 @@ async def level(url: str, model: str, concurrency: int, requests: int, max_token
     queue = list(range(requests))
     total = 0
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=600)) as session:
+
         async def worker() -> None:
             nonlocal total
             while queue:
                 queue.pop()
                 total += await one(session, url, model, max_tokens)
+
         t0 = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         return total / (time.perf_counter() - t0)
@@ -58,12 +66,18 @@ async def level(url: str, model: str, concurrency: int, requests: int, max_token
 
 def start_strata(data_dir: Path, port: int) -> subprocess.Popen[bytes]:
     cfg = data_dir / "strata.yaml"
-    cfg.write_text("routes:\n  - name: smollm2\n    deployments:\n      - name: smollm2-local\n"
-                   "        engine: {type: llamacpp, n_parallel: 8, n_ctx: 8192}\n")
+    cfg.write_text(
+        "routes:\n  - name: smollm2\n    deployments:\n      - name: smollm2-local\n"
+        "        engine: {type: llamacpp, n_parallel: 8, n_ctx: 8192}\n"
+    )
     exe = Path(sys.executable).with_name("strata")
     env = {**os.environ, "STRATA_ADMIN_KEY": KEY}
-    return subprocess.Popen([str(exe), "up", "--config", str(cfg), "--port", str(port), "--data-dir",
-                             str(data_dir)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return subprocess.Popen(
+        [str(exe), "up", "--config", str(cfg), "--port", str(port), "--data-dir", str(data_dir)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 async def wait_ready(base: str, timeout: float = 120) -> str:

@@ -213,6 +213,13 @@ async def test_unwritable_database_spills_rows_on_close(db: Engine, tmp_path: Pa
     assert spilled[0]["tags"] == {"feature": "x"} and spilled[0]["prompt_tokens"] == 10
     assert w.pending == 0
 
+    LedgerRow.__table__.create(db)  # type: ignore[attr-defined]
+    restarted = writer(db, tmp_path)
+    restarted.start()  # the next run writes the spilled rows back, then forgets the file
+    await restarted.close()
+    assert ledger_count(db) == 20
+    assert not list(tmp_path.glob("ledger-spill*")) and not list(tmp_path.glob("*.recovered"))
+
 
 # --- usage reports --------------------------------------------------------------------------------------------
 

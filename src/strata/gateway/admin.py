@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -17,6 +18,8 @@ from strata.gateway.schemas import validate
 from strata.gateway.state import AppState
 from strata.governance.keys import Principal, hash_key
 from strata.observe.usage import usage_report
+
+log = logging.getLogger(__name__)
 
 
 class CreateKey(BaseModel):
@@ -54,6 +57,9 @@ def _guarded(handler: Any) -> Any:
             return json_response(await handler(state, request), rid)
         except StrataError as exc:
             return error_response(exc, request.headers.get("x-request-id"))
+        except Exception:
+            log.exception("admin endpoint %s failed", request.url.path)
+            return error_response(StrataError("Internal error in the admin API."))
     return endpoint
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +35,10 @@ class LedgerWriter:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        self._recovered: Path | None = None
 
     def start(self) -> None:
+        self._recover_spill()
         self._task = asyncio.create_task(self._run(), name="ledger-writer")
 
     def record(self, row: dict[str, Any]) -> None:
@@ -71,6 +74,9 @@ class LedgerWriter:
         finally:
             self.metrics.ledger_pending.set(len(self._buffer))
         self.metrics.ledger_written.inc(len(batch))
+        if self._recovered is not None:  # spilled rows are in the database now
+            self._recovered.unlink(missing_ok=True)
+            self._recovered = None
         return True
 
     def _write(self, batch: list[dict[str, Any]]) -> None:
@@ -82,12 +88,30 @@ class LedgerWriter:
         self._closing = True
         self._wake.set()
         if self._task is not None:
-            await self._task
+            try:
+                await self._task
+            except BaseException:  # the loop was cancelled or died: the buffer is still ours to drain
+                log.warning("ledger loop ended abnormally; draining %d rows", len(self._buffer))
         for i in range(attempts):
             if await self.flush():
                 return
             await asyncio.sleep(0.2 * (i + 1))
         self._spill()
+
+    def _recover_spill(self) -> None:
+        """Rows spilled by an earlier run go back into the buffer, to be written with the first batch."""
+        recovered = self.spill_path.with_suffix(".recovered")
+        if self.spill_path.exists() and not recovered.exists():
+            self.spill_path.rename(recovered)
+        if not recovered.exists():
+            return
+        rows = [orjson.loads(line) for line in recovered.read_bytes().splitlines() if line.strip()]
+        for row in rows:
+            for field in ("started_at", "finished_at"):
+                row[field] = datetime.fromisoformat(row[field])
+        self._buffer[:0] = rows
+        self._recovered = recovered
+        log.warning("recovered %d spilled ledger rows from %s", len(rows), self.spill_path)
 
     def _spill(self) -> None:
         self.spill_path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,445 @@
+"""Gateway overhead benchmark: Strata vs LiteLLM proxy over the same fixed upstream.
+
+Why: a gateway's cost is the latency and throughput it adds on top of the model
+server. This starts bench/fixed_upstream.py (a reply-from-memory server that is
+never the bottleneck), loads it directly with wrk, then through Strata and through
+the LiteLLM proxy, and reports RPS, p50, p99 and gateway RSS at concurrency 1 and 16.
+
+    python bench/gateway_overhead.py --json-out bench/results.json
+    python bench/gateway_overhead.py --skip-litellm --duration 5
+    python bench/gateway_overhead.py --strata-cmd "strata up --config {config} --port {port} ..."
+
+--strata-cmd placeholders: {config} {host} {port} {data_dir} {upstream_port}.
+LiteLLM comes from bench/.venv-litellm (create it with bench/setup_litellm.sh).
+Needs wrk on PATH (apt-get install -y wrk). Stdlib only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+HOST = "127.0.0.1"
+STRATA_KEY = "sk-bench-admin-0123456789abcdef"
+LITELLM_KEY = "sk-litellm-bench-0123456789abcdef"
+LITELLM_VENV = BENCH / ".venv-litellm"
+CHAT_PATH = "/v1/chat/completions"
+EXPECTED_TEXT = "Hello from the fixed upstream."
+LEVELS = ((1, 1), (2, 16))  # (wrk threads, connections)
+WARMUP_S = 2
+
+STRATA_CONFIG = """\
+routes:
+  - name: fixed
+    deployments:
+      - name: fixed-upstream
+        engine:
+          type: openai
+          base_url: http://127.0.0.1:{upstream_port}/v1
+          model: fixed
+        price:
+          input_per_mtok: 1.0
+          output_per_mtok: 2.0
+"""
+
+LITELLM_CONFIG = """\
+model_list:
+  - model_name: fixed
+    litellm_params:
+      model: openai/fixed
+      api_base: http://127.0.0.1:{upstream_port}/v1
+      api_key: x
+      input_cost_per_token: 0.000001  # same prices as the Strata config
+      output_cost_per_token: 0.000002
+litellm_settings:
+  telemetry: false
+  set_verbose: false
+general_settings:
+  master_key: {master_key}
+"""
+
+
+@dataclass
+class Target:
+    """Something wrk can load: the upstream itself or a gateway process in front of it."""
+
+    name: str
+    base_url: str
+    key: str
+    proc: subprocess.Popen[bytes] | None = None
+
+
+@dataclass
+class Row:
+    target: str
+    concurrency: int
+    rps: float | None = None
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+    rss_mb: float | None = None  # VmRSS summed over the gateway's process tree
+    procs: int | None = None  # processes in that tree
+    errors: dict[str, int] = field(default_factory=dict)
+    requests: int = 0
+    failure: str | None = None
+
+
+# ---------------------------------------------------------------- processes
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def spawned(
+    cmd: list[str], log: Path, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Run cmd in its own process group; always SIGTERM (then SIGKILL) the group on exit."""
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd, start_new_session=True)
+    try:
+        yield proc
+    finally:
+        stop_group(proc)
+
+
+def stop_group(proc: subprocess.Popen[bytes], grace_s: float = 20.0) -> None:
+    for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            pass
+        try:
+            proc.wait(timeout=wait_s)
+            # The leader is gone; make sure nothing it forked survives it.
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def tree_pids(root: int) -> list[int]:
+    """root plus all its descendants, from /proc/*/stat parent ids."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        parents.setdefault(ppid, []).append(int(entry.name))
+    pids, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        pids.append(pid)
+        todo.extend(parents.get(pid, []))
+    return pids
+
+
+def rss_mb(root: int) -> float | None:
+    """VmRSS summed over the process tree rooted at root (MiB)."""
+    total_kb, seen = 0, False
+    for pid in tree_pids(root):
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total_kb += int(line.split()[1])
+                    seen = True
+        except OSError:
+            continue
+    return round(total_kb / 1024, 1) if seen else None
+
+
+# ---------------------------------------------------------------- HTTP checks
+
+
+def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout_s: float, log: Path) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            print(tail(log), file=sys.stderr)
+            raise RuntimeError(f"exited with {proc.returncode} before ready: {tail(log, 1)}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.25)
+    print(tail(log), file=sys.stderr)
+    raise RuntimeError(f"{url} not ready after {timeout_s:.0f}s: {tail(log, 1)}")
+
+
+def check_chat(target: Target) -> None:
+    """One real request, so a 401/404 gateway is caught before wrk counts errors as speed."""
+    body = json.dumps({"model": "fixed", "messages": [{"role": "user", "content": "hi"}]}).encode()
+    req = urllib.request.Request(
+        target.base_url + CHAT_PATH,
+        data=body,
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {target.key}"},
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            reply = json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        raise RuntimeError(f"{target.name}: HTTP {exc.code}: {exc.read()[:300]!r}") from exc
+    text = reply.get("choices", [{}])[0].get("message", {}).get("content")
+    if text != EXPECTED_TEXT:
+        raise RuntimeError(f"{target.name}: unexpected reply {reply!r:.300}")
+
+
+def tail(path: Path, n: int = 20) -> str:
+    try:
+        lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
+        return "\n".join(lines[-n:])
+    except OSError:
+        return "(no log)"
+
+
+# ---------------------------------------------------------------- wrk
+
+
+def run_wrk(target: Target, threads: int, conns: int, duration_s: int) -> dict[str, Any]:
+    cmd = [
+        "wrk", f"-t{threads}", f"-c{conns}", f"-d{duration_s}s", "--timeout", "10s",
+        "-s", str(BENCH / "wrk_post.lua"), target.base_url + CHAT_PATH, "--", "fixed", target.key,
+    ]  # fmt: skip
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration_s + 30, check=False)
+    for line in out.stdout.splitlines():
+        if line.startswith("WRK_JSON "):
+            return dict(json.loads(line[len("WRK_JSON ") :]))
+    raise RuntimeError(f"wrk gave no result (rc={out.returncode}): {out.stderr.strip()[:300]}")
+
+
+def measure(target: Target, duration_s: int) -> list[Row]:
+    rows = []
+    for threads, conns in LEVELS:
+        run_wrk(target, threads, conns, WARMUP_S)
+        res = run_wrk(target, threads, conns, duration_s)
+        if target.proc is not None and target.proc.poll() is not None:
+            raise RuntimeError(f"{target.name} exited (rc={target.proc.returncode}) during the c={conns} run")
+        row = Row(target.name, conns, res["rps"], res["p50_ms"], res["p99_ms"], requests=res["requests"])
+        row.errors = {k: v for k, v in res["errors"].items() if v}
+        if target.proc is not None:
+            row.rss_mb = rss_mb(target.proc.pid)
+            row.procs = len(tree_pids(target.proc.pid))
+        print(f"  {target.name} c={conns}: {row.rps:.0f} rps p50={row.p50_ms:.3f}ms "
+              f"p99={row.p99_ms:.3f}ms rss={row.rss_mb} errors={row.errors}", flush=True)  # fmt: skip
+        rows.append(row)
+    return rows
+
+
+# ---------------------------------------------------------------- targets
+
+
+def strata_cmd(args: argparse.Namespace, config: Path, port: int, data_dir: Path, up_port: int) -> list[str]:
+    fields = {"config": config, "host": HOST, "port": port, "data_dir": data_dir, "upstream_port": up_port}
+    if args.strata_cmd:
+        return [part.format(**fields) for part in shlex.split(args.strata_cmd)]
+    exe = Path(sys.executable).parent / "strata"
+    strata = str(exe) if exe.exists() else shutil.which("strata") or str(exe)
+    return [strata, "up", "--config", str(config), "--host", HOST, "--port", str(port),
+            "--data-dir", str(data_dir)]  # fmt: skip
+
+
+def bench_strata(args: argparse.Namespace, tmp: Path, up_port: int) -> list[Row]:
+    port, data_dir = free_port(), tmp / "strata-data"
+    data_dir.mkdir()
+    config = tmp / "strata.yaml"
+    config.write_text(STRATA_CONFIG.format(upstream_port=up_port))
+    env = {**os.environ, "STRATA_ADMIN_KEY": STRATA_KEY}
+    log = tmp / "strata.log"
+    with spawned(strata_cmd(args, config, port, data_dir, up_port), log, env=env, cwd=tmp) as proc:
+        target = Target("strata", f"http://{HOST}:{port}", STRATA_KEY, proc)
+        wait_ready(f"{target.base_url}/readyz", proc, 60, log)
+        check_chat(target)
+        return measure(target, args.duration)
+
+
+def bench_litellm(args: argparse.Namespace, tmp: Path, up_port: int) -> list[Row]:
+    exe = LITELLM_VENV / "bin" / "litellm"
+    if not exe.exists():
+        raise RuntimeError(f"{exe} missing; run bench/setup_litellm.sh")
+    port, config, log = free_port(), tmp / "litellm.yaml", tmp / "litellm.log"
+    config.write_text(LITELLM_CONFIG.format(upstream_port=up_port, master_key=LITELLM_KEY))
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "LITELLM_MASTER_KEY")}
+    env.update(
+        LITELLM_LOCAL_MODEL_COST_MAP="True",  # else it fetches the price map from GitHub at import
+        LITELLM_MODE="PRODUCTION",  # don't load a .env file
+        LITELLM_LOG="ERROR",  # also silences uvicorn's per-request access log
+        LITELLM_TELEMETRY_DISABLED="true",  # usage telemetry veto (it is opt-in anyway)
+        VIRTUAL_ENV=str(LITELLM_VENV),
+        PATH=f"{LITELLM_VENV / 'bin'}:{env.get('PATH', '')}",
+    )
+    cmd = [str(exe), "--config", str(config), "--host", HOST, "--port", str(port), "--num_workers", "1"]
+    with spawned(cmd, log, env=env, cwd=tmp) as proc:
+        target = Target("litellm", f"http://{HOST}:{port}", LITELLM_KEY, proc)
+        wait_ready(f"{target.base_url}/health/liveliness", proc, 120, log)
+        check_chat(target)
+        return measure(target, args.duration)
+
+
+def bench_direct(args: argparse.Namespace, up_port: int) -> list[Row]:
+    target = Target("direct", f"http://{HOST}:{up_port}", "x")
+    check_chat(target)
+    return measure(target, args.duration)
+
+
+def run_target(name: str, fn: Any, *fn_args: Any) -> list[Row]:
+    """Run one target's measurements; a failure becomes a row instead of aborting the run."""
+    print(f"== {name}", flush=True)
+    try:
+        return list(fn(*fn_args))
+    except Exception as exc:  # noqa: BLE001 - reported in the table and JSON
+        print(f"  {name} FAILED: {exc}", file=sys.stderr, flush=True)
+        return [Row(name, conns, failure=str(exc).splitlines()[0][:200]) for _, conns in LEVELS]
+
+
+# ---------------------------------------------------------------- report
+
+
+def metric(rows: list[Row], target: str, conns: int, name: str) -> float | None:
+    """rows[target, conns].name, or None if that run is missing or failed."""
+    for r in rows:
+        if r.target == target and r.concurrency == conns and r.failure is None:
+            value = getattr(r, name)
+            return float(value) if value is not None else None
+    return None
+
+
+def summarize(rows: list[Row]) -> dict[str, float | None]:
+    out: dict[str, float | None] = {}
+    direct_p50 = metric(rows, "direct", 1, "p50_ms")
+    for gw in ("strata", "litellm"):
+        p50 = metric(rows, gw, 1, "p50_ms")
+        added = p50 - direct_p50 if p50 is not None and direct_p50 is not None else None
+        out[f"{gw}_added_p50_ms_c1"] = round(added, 3) if added is not None else None
+    s16, l16 = metric(rows, "strata", 16, "rps"), metric(rows, "litellm", 16, "rps")
+    out["rps_ratio_strata_over_litellm_c16"] = round(s16 / l16, 2) if s16 and l16 else None
+    return out
+
+
+def fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def markdown(rows: list[Row], summary: dict[str, float | None]) -> str:
+    lines = [
+        "| target | conc | RPS | p50 ms | p99 ms | RSS MiB (procs) | errors |",
+        "|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in rows:
+        errs = r.failure or ", ".join(f"{k}={v}" for k, v in r.errors.items()) or "0"
+        lines.append(
+            f"| {r.target} | {r.concurrency} | {fmt(r.rps, '.0f')} | {fmt(r.p50_ms, '.3f')} "
+            f"| {fmt(r.p99_ms, '.3f')} | {fmt(r.rss_mb, '.1f')}{f' ({r.procs})' if r.procs else ''} | {errs} |"
+        )
+    lines.append("")
+    for gw in ("strata", "litellm"):
+        lines.append(f"- added p50 at c=1, {gw}: {fmt(summary[f'{gw}_added_p50_ms_c1'], '.3f')} ms")
+    ratio = summary["rps_ratio_strata_over_litellm_c16"]
+    lines.append(f"- RPS ratio Strata/LiteLLM at c=16: {fmt(ratio, '.2f')}")
+    return "\n".join(lines)
+
+
+def litellm_version() -> str | None:
+    py = LITELLM_VENV / "bin" / "python"
+    if not py.exists():
+        return None
+    code = "import importlib.metadata as m; print(m.version('litellm'))"
+    out = subprocess.run([str(py), "-c", code], capture_output=True, text=True, timeout=60, check=False)
+    return out.stdout.strip() or None
+
+
+def metadata(args: argparse.Namespace) -> dict[str, Any]:
+    wrk = subprocess.run(["wrk", "-v"], capture_output=True, text=True, timeout=10, check=False)
+    return {
+        "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "duration_s": args.duration,
+        "warmup_s": WARMUP_S,
+        "levels": [{"wrk_threads": t, "connections": c} for t, c in LEVELS],
+        "cpus": os.cpu_count(),
+        "loadavg_at_end": os.getloadavg(),
+        "loadavg_at_start": args.loadavg_at_start,
+        "python": platform.python_version(),
+        "wrk": (wrk.stdout + wrk.stderr).strip().splitlines()[0] if (wrk.stdout + wrk.stderr) else None,
+        "litellm": None if args.skip_litellm else litellm_version(),
+    }
+
+
+# ---------------------------------------------------------------- main
+
+
+def parse_args() -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--duration", type=int, default=10, help="seconds per measured wrk run (default 10)")
+    ap.add_argument("--json-out", type=Path, help="write results JSON here")
+    ap.add_argument("--skip-litellm", action="store_true")
+    ap.add_argument("--skip-strata", action="store_true", help="measure only direct (and LiteLLM)")
+    ap.add_argument("--strata-cmd", help="override the Strata command (placeholders: see module doc)")
+    return ap.parse_args()
+
+
+def run_all(args: argparse.Namespace, tmp: Path) -> list[Row]:
+    up_port = free_port()
+    up_log = tmp / "upstream.log"
+    up_cmd = [sys.executable, str(BENCH / "fixed_upstream.py"), "--host", HOST, "--port", str(up_port)]
+    with spawned(up_cmd, up_log) as upstream:
+        wait_ready(f"http://{HOST}:{up_port}/health", upstream, 15, up_log)
+        rows = run_target("direct", bench_direct, args, up_port)
+        if not args.skip_strata:
+            rows += run_target("strata", bench_strata, args, tmp, up_port)
+        if not args.skip_litellm:
+            rows += run_target("litellm", bench_litellm, args, tmp, up_port)
+    return rows
+
+
+def main() -> int:
+    args = parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("wrk not found: apt-get install -y wrk")
+    # SIGTERM/SIGHUP unwind like Ctrl-C, so every `finally` stops what it started.
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.default_int_handler)
+    args.loadavg_at_start = os.getloadavg()
+    if args.loadavg_at_start[0] > 0.5:
+        print(f"warning: load average {args.loadavg_at_start[0]:.2f}; other work will skew results", flush=True)
+    with tempfile.TemporaryDirectory(prefix="strata-bench-") as tmpdir:
+        rows = run_all(args, Path(tmpdir))
+    summary = summarize(rows)
+    print("\n" + markdown(rows, summary))
+    if args.json_out:
+        doc = {"meta": metadata(args), "results": [asdict(r) for r in rows], "summary": summary}
+        args.json_out.write_text(json.dumps(doc, indent=2) + "\n")
+        print(f"\nwrote {args.json_out}")
+    return 1 if any(r.failure for r in rows) else 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        sys.exit("interrupted; all benchmark processes stopped")

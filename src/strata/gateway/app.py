@@ -100,8 +100,6 @@ class Gateway(Starlette):
 
 async def _startup(state: AppState) -> None:
     state.ledger.start()
-    for engine in state.engines.values():
-        await engine.start() if engine.engine_type == "openai" else None
     state.tasks = [
         asyncio.create_task(start_engines(state), name="start-engines"),
         asyncio.create_task(monitor_engines(state), name="monitor-engines"),

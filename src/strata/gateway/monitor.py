@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 
+from strata.engines.local import LocalEngine
 from strata.gateway.state import AppState
 
 log = logging.getLogger(__name__)
@@ -13,16 +14,15 @@ START_ORDER = {"llamacpp": 0, "openai": 1, "sentence-transformers": 2}
 
 
 async def start_engines(state: AppState) -> None:
-    """Start local workers one by one, LLMs first, so the first token is not slowed by heavy imports."""
+    """Start engines; local workers one by one, LLMs first, so the first token is not slowed by heavy imports."""
     ordered = sorted(state.engines.values(), key=lambda e: START_ORDER.get(e.engine_type, 9))
     for engine in ordered:
-        if engine.engine_type == "openai":
-            continue
         t0 = time.perf_counter()
         await engine.start()
-        ready = await engine.supervisor.wait_ready(engine.supervisor.startup_timeout)  # type: ignore[attr-defined]
-        log.info("engine %s %s after %.2fs", engine.name, "ready" if ready else "NOT ready",
-                 time.perf_counter() - t0)
+        if isinstance(engine, LocalEngine):
+            ready = await engine.supervisor.wait_ready(engine.supervisor.startup_timeout)
+            log.info("engine %s %s after %.2fs", engine.name, "ready" if ready else "NOT ready",
+                     time.perf_counter() - t0)
 
 
 async def monitor_engines(state: AppState) -> None:

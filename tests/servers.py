@@ -7,16 +7,21 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import openai
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import create_engine, select
 
+from strata.store.tables import LedgerRow
 from tests.upstreams import free_port
 
 ADMIN_KEY = "sk-test-admin-0123456789abcdef"
+T = TypeVar("T")
 
 
 class StrataProcess:
@@ -70,6 +75,18 @@ class StrataProcess:
         headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
         return httpx.request(method, self.url + path, headers=headers, timeout=30, **kw)
 
+    def metric(self, name: str, **labels: str) -> float | None:
+        """One sample of the gateway's ``/metrics``, or None when that label set is absent."""
+        text = httpx.get(self.url + "/metrics", timeout=10).text
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == name and sample.labels == labels:
+                    return float(sample.value)
+        return None
+
+    def ledger(self) -> list[dict[str, Any]]:
+        return ledger_rows(self.data_dir)
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 60.0) -> int:
         if self.proc is None or self.proc.poll() is not None:
             return self.proc.returncode if self.proc else 0
@@ -88,3 +105,25 @@ def openai_route(name: str, base_url: str, model: str, **engine: Any) -> dict[st
         "engine": {"type": "openai", "base_url": base_url, "model": model, **engine},
         "price": {"input_per_mtok": 1.0, "output_per_mtok": 2.0},
     }]}
+
+
+def ledger_rows(data_dir: Path) -> list[dict[str, Any]]:
+    """Every row of the usage ledger in a data dir's SQLite database (no admin endpoint lists rows)."""
+    engine = create_engine(f"sqlite:///{data_dir / 'strata.db'}")
+    try:
+        with engine.connect() as conn:
+            return [dict(r) for r in conn.execute(select(LedgerRow.__table__)).mappings()]
+    finally:
+        engine.dispose()
+
+
+def wait_for(probe: Callable[[], T | None], timeout: float, what: str, interval: float = 0.1) -> T:
+    """Poll until ``probe()`` returns something truthy; fail naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {value!r})")
+        time.sleep(interval)

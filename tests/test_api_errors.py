@@ -92,3 +92,18 @@ async def test_unknown_path_is_openai_shaped_404(app_client: httpx.AsyncClient) 
     r = await app_client.get("/v1/nothing-here")
     assert r.status_code == 404
     error_of(r)
+
+
+@pytest.mark.parametrize(("method", "path", "auth"), [
+    ("GET", "/v1/nothing-here", True), ("DELETE", "/v1/models", True), ("GET", "/admin/keys", False),
+    ("GET", "/healthz", False),
+])
+async def test_every_response_carries_a_request_id(app_client: httpx.AsyncClient, method: str, path: str,
+                                                   auth: bool) -> None:
+    headers = {} if auth else {"Authorization": ""}
+    r = await app_client.request(method, path, headers=headers)
+    assert r.headers["x-request-id"].startswith("req_")
+    r = await app_client.request(method, path, headers={**headers, "X-Request-Id": "trace-42"})
+    assert r.headers["x-request-id"] == "trace-42"
+    r = await app_client.request(method, path, headers={**headers, "X-Request-Id": "bad id with spaces"})
+    assert r.headers["x-request-id"].startswith("req_")

@@ -56,7 +56,7 @@ def _guarded(handler: Any) -> Any:
             state, rid = await _admin(request)
             return json_response(await handler(state, request), rid)
         except StrataError as exc:
-            return error_response(exc, request.headers.get("x-request-id"))
+            return error_response(exc)
         except Exception:
             log.exception("admin endpoint %s failed", request.url.path)
             return error_response(StrataError("Internal error in the admin API."))

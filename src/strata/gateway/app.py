@@ -10,20 +10,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from strata.config.settings import Settings
 from strata.engines.base import Engine
 from strata.engines.registry import build_engine
 from strata.errors import InvalidRequest, NotFound, StrataError
 from strata.gateway import admin, health, openai_api
-from strata.gateway.http import error_response
+from strata.gateway.http import REQUEST_ID, error_response
 from strata.gateway.monitor import monitor_engines, start_engines
 from strata.gateway.state import AppState
 from strata.governance.auth import Authenticator
@@ -95,7 +95,23 @@ class Gateway(Starlette):
                     response = error_response(StrataError("Internal error in the gateway."))
                 await response(scope, receive, send)
                 return
+        if scope["type"] == "http":
+            send = _with_request_id(scope, send, self.state.strata.new_id)
         await super().__call__(scope, receive, send)
+
+
+def _with_request_id(scope: Scope, send: Send, new_id: Callable[[], str]) -> Send:
+    """Every response carries X-Request-Id: the client's (if well-formed) or a fresh one."""
+    given = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"x-request-id"), None)
+    rid = (given if given and REQUEST_ID.match(given) else new_id()).encode()
+
+    async def send_with_id(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"x-request-id"]
+            message["headers"] = [*headers, (b"x-request-id", rid)]
+        await send(message)
+
+    return send_with_id
 
 
 async def _startup(state: AppState) -> None:

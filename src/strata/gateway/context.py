@@ -13,6 +13,16 @@ from strata.errors import StrataError
 from strata.governance.keys import Principal
 
 
+def estimate_prompt_tokens(body: dict[str, Any]) -> int:
+    """About four characters per token: only used when an engine never reports usage."""
+    if "messages" in body:
+        chars = sum(len(m["content"]) if isinstance(m.get("content"), str) else len(str(m.get("content") or ""))
+                    for m in body["messages"])
+    else:
+        chars = len(str(body.get("prompt") or ""))
+    return max(1, chars // 4)
+
+
 class RequestIds:
     """Request ids unique per gateway start (random prefix) and cheap (a counter, no syscall)."""
 
@@ -43,6 +53,7 @@ class CallRecord:
     first_token: float | None = None
     last_token: float | None = None
     chunks: int = 0
+    prompt_estimate: int = 0
     status: int = 200
     error_type: str | None = None
     cost: float = 0.0
@@ -55,6 +66,16 @@ class CallRecord:
         if isinstance(usage, dict):
             self.prompt_tokens = int(usage.get("prompt_tokens") or 0)
             self.completion_tokens = int(usage.get("completion_tokens") or 0)
+
+    def settle_stream_usage(self) -> None:
+        """A stream cut before its usage chunk is still charged for what it delivered.
+
+        Each content delta is counted as one token (llama.cpp and vLLM send one token per delta); the prompt,
+        when the engine never reported it, is estimated from its length.
+        """
+        if self.completion_tokens == 0 and self.chunks:
+            self.completion_tokens = self.chunks
+            self.prompt_tokens = self.prompt_tokens or self.prompt_estimate
 
     def to_row(self, finished: float) -> dict[str, Any]:
         latency = finished - self.started

@@ -11,14 +11,14 @@ from starlette.responses import Response
 
 from strata.errors import InvalidRequest, PayloadTooLarge, StrataError
 
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _TAG = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 MAX_TAGS = 16
 
 
 def request_id_of(request: Request, generate: Any) -> str:
     given = request.headers.get("x-request-id")
-    if given and _REQUEST_ID.match(given):
+    if given and REQUEST_ID.match(given):
         return given
     return str(generate())
 

@@ -15,7 +15,7 @@ from starlette.routing import Route
 
 from strata.engines.base import Kind
 from strata.errors import StrataError
-from strata.gateway.context import CallRecord
+from strata.gateway.context import CallRecord, estimate_prompt_tokens
 from strata.gateway.http import SSE_DONE, error_response, json_response, request_id_of, sse_event
 from strata.gateway.pipeline import account, admit
 from strata.gateway.schemas import ChatRequest, CompletionRequest, EmbeddingRequest
@@ -68,6 +68,7 @@ async def _start_stream(state: AppState, call: CallRecord, target: Target, kind:
                         req: Any) -> Response:
     """Fetch the first chunk before answering, so an engine that fails early gets a proper HTTP error."""
     want_usage = bool(req.stream_options and req.stream_options.include_usage)
+    call.prompt_estimate = estimate_prompt_tokens(body)
     body["stream_options"] = {"include_usage": True}
     chunks = aiter(target.engine.stream(kind, body))
     first = await anext(chunks, None)
@@ -87,6 +88,7 @@ async def _relay(state: AppState, call: CallRecord, target: Target, chunks: Asyn
             choices = chunk.get("choices")
             if choices:
                 if _has_token(choices[0]):
+                    call.chunks += 1
                     now = time.perf_counter()
                     if call.first_token is None:
                         call.first_token = now
@@ -112,6 +114,7 @@ async def _relay(state: AppState, call: CallRecord, target: Target, chunks: Asyn
     finally:
         with anyio.CancelScope(shield=True):
             await chunks.aclose()  # type: ignore[attr-defined]
+        call.settle_stream_usage()
         account(state, call, target)
 
 

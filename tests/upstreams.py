@@ -107,6 +107,13 @@ async def _embeddings(request: web.Request) -> web.Response:
                               "usage": {"prompt_tokens": 2 * len(inputs), "total_tokens": 2 * len(inputs)}})
 
 
+async def _cancel_pending() -> None:
+    tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
 class FaultyUpstream:
     """Run the server in a background thread: ``with FaultyUpstream() as up: up.base_url``."""
 
@@ -135,5 +142,6 @@ class FaultyUpstream:
     def __exit__(self, *exc: object) -> None:
         if self._runner is not None:
             asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+        asyncio.run_coroutine_threadsafe(_cancel_pending(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)

@@ -51,7 +51,9 @@ async def level(url: str, model: str, concurrency: int, requests: int, max_token
     """Tokens/s with ``concurrency`` streams kept busy until ``requests`` have finished."""
     queue = list(range(requests))
     total = 0
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=600)) as session:
+    # llama.cpp closes the connection after each stream, so neither path reuses connections (same for both)
+    connector = aiohttp.TCPConnector(force_close=True)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=600)) as session:
 
         async def worker() -> None:
             nonlocal total

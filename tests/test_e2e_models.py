@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 import uuid
 
@@ -107,3 +108,18 @@ def _busy_slots(proc: StrataProcess) -> float:
     value = proc.metric("strata_engine_busy_slots", deployment="smollm2-local")
     assert value is not None
     return value
+
+
+
+async def test_mixed_stream_and_json_requests_all_succeed(model_strata: StrataProcess) -> None:
+    """llama.cpp closes its connection after each stream; a pooled connection must never fail the next call."""
+    client = model_strata.async_client().with_options(timeout=120)
+
+    async def user() -> None:
+        for _ in range(4):
+            stream = await client.chat.completions.create(model="smollm2", messages=HELLO, max_tokens=2, stream=True)
+            assert [c async for c in stream]
+            reply = await client.chat.completions.create(model="smollm2", messages=HELLO, max_tokens=2)
+            assert reply.choices[0].message.content is not None
+
+    await asyncio.gather(*(user() for _ in range(8)))

@@ -55,6 +55,8 @@ class HttpEngine:
     """OpenAI-compatible client for one upstream base URL."""
 
     engine_type = "openai"
+    # llama.cpp's server closes the connection after every streamed response without saying so
+    close_after_stream = False
 
     def __init__(
         self,
@@ -114,7 +116,7 @@ class HttpEngine:
 
     async def _post_json(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         with map_client_errors(self.name):
-            async with self.session.post(self.base_url + path, data=orjson.dumps(body), headers=self._headers) as r:
+            async with await self._send(path, body) as r:
                 raw = await r.read()
                 if r.status >= 400:
                     raise upstream_status_error(self.name, r.status, raw)
@@ -129,9 +131,7 @@ class HttpEngine:
     async def stream(self, kind: Kind, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         """Yield each SSE ``data:`` object; closing the iterator aborts the upstream request."""
         with map_client_errors(self.name):
-            async with self.session.post(
-                self.base_url + PATHS[kind], data=orjson.dumps(body), headers=self._headers
-            ) as r:
+            async with await self._send(PATHS[kind], body) as r:
                 if r.status >= 400:
                     raise upstream_status_error(self.name, r.status, await r.read())
                 done = False
@@ -148,6 +148,22 @@ class HttpEngine:
                     yield chunk
                 if not done:
                     raise UpstreamError(f"upstream {self.name} ended the stream without [DONE]")
+                if self.close_after_stream:
+                    r.close()
+
+    async def _send(self, path: str, body: dict[str, Any]) -> aiohttp.ClientResponse:
+        """POST, retrying once when a pooled keep-alive connection turns out to be closed by the server.
+
+        The failure happens before the server read the request, so the retry cannot duplicate work.
+        """
+        data = orjson.dumps(body)
+        try:
+            return await self.session.post(self.base_url + path, data=data, headers=self._headers)
+        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+            if isinstance(exc, aiohttp.ClientConnectorError):
+                raise
+            log.debug("upstream %s: stale pooled connection (%s), retrying once", self.name, exc)
+            return await self.session.post(self.base_url + path, data=data, headers=self._headers)
 
     async def health(self) -> EngineHealth:
         try:

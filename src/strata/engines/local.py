@@ -96,6 +96,8 @@ class LocalEngine(HttpEngine):
 class LlamaCppEngine(LocalEngine):
     """llama.cpp with continuous batching across ``n_parallel`` slots; reports busy slots and queue depth."""
 
+    close_after_stream = True
+
     async def health(self) -> EngineHealth:
         h = await super().health()
         if h.ready:

@@ -292,3 +292,15 @@ def test_usage_rejects_bad_arguments(db: Engine, by: str, since: str, param: str
         usage_report(db, by=by, since=since)
     assert exc.value.param == param
 
+
+
+def test_ledger_batches_use_a_bounded_set_of_statement_sizes() -> None:
+    """Drivers cache one prepared statement per distinct SQL text; any batch size maps to few texts."""
+    from strata.observe.ledger_sql import MAX_ROWS_PER_STATEMENT, chunk_sizes
+
+    seen: set[int] = set()
+    for n in range(0, 3000):
+        sizes = chunk_sizes(n)
+        assert sum(sizes) == n and all(s <= MAX_ROWS_PER_STATEMENT for s in sizes)
+        seen.update(sizes)
+    assert len(seen) <= 9

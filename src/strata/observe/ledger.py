@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import orjson
-from sqlalchemy import Engine, insert
+from sqlalchemy import Engine
 
+from strata.observe.ledger_sql import insert_rows
 from strata.observe.metrics import Metrics
-from strata.store.tables import LedgerRow
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,7 @@ class LedgerWriter:
         if not self._buffer:
             return True
         batch, self._buffer = self._buffer, []
+        started = time.perf_counter()
         try:
             await asyncio.to_thread(self._write, batch)
         except Exception as exc:  # any DB error: keep the rows, retry on the next tick
@@ -74,6 +76,7 @@ class LedgerWriter:
         finally:
             self.metrics.ledger_pending.set(len(self._buffer))
         self.metrics.ledger_written.inc(len(batch))
+        log.debug("ledger: wrote %d rows in %.1f ms", len(batch), (time.perf_counter() - started) * 1000)
         if self._recovered is not None:  # spilled rows are in the database now
             self._recovered.unlink(missing_ok=True)
             self._recovered = None
@@ -81,7 +84,7 @@ class LedgerWriter:
 
     def _write(self, batch: list[dict[str, Any]]) -> None:
         with self.engine.begin() as conn:
-            conn.execute(insert(LedgerRow), batch)
+            insert_rows(conn, batch)
 
     async def close(self, attempts: int = 5) -> None:
         """Stop the loop and drain the buffer; spill to disk what the database would not take."""

@@ -59,7 +59,8 @@ async def level(url: str, model: str, concurrency: int, requests: int, max_token
             nonlocal total
             while queue:
                 queue.pop()
-                total += await one(session, url, model, max_tokens)
+                tokens = await one(session, url, model, max_tokens)  # not `total += await`: that loses updates
+                total += tokens
 
         t0 = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
@@ -124,8 +125,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--levels", default="1,4,8", type=lambda s: [int(x) for x in s.split(",")])
     p.add_argument("--max-tokens", type=int, default=128)
-    p.add_argument("--per-stream", type=int, default=3, help="requests per stream per measurement")
-    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--per-stream", type=int, default=4, help="requests per stream per measurement")
+    p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--json-out", type=Path)
     args = p.parse_args()
     result = asyncio.run(run(args))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from collections.abc import AsyncIterator, Callable
 
@@ -121,6 +122,8 @@ async def _startup(state: AppState) -> None:
         asyncio.create_task(monitor_engines(state), name="monitor-engines"),
         asyncio.create_task(state.auth.sync_forever(state.settings.keys.sync_interval), name="key-sync"),
     ]
+    gc.collect()
+    gc.freeze()  # startup objects (modules, config, tables) never become garbage: keep them out of GC passes
 
 
 async def _shutdown(state: AppState) -> None:

@@ -145,7 +145,8 @@ async def test_list_never_shows_secrets(app_client: httpx.AsyncClient) -> None:
 
 
 @pytest.mark.parametrize("body", [{}, {"name": ""}, {"name": "x", "expires_in_days": -1},
-                                  {"name": "x", "allowed_routes": "ok"}, {"name": "x", "bogus": 1}])
+                                  {"name": "x", "allowed_routes": "ok"}, {"name": "x", "bogus": 1},
+                                  {"name": "x", "allowed_routes": ["ok", "no-such-route"]}])
 async def test_invalid_key_request_is_400(app_client: httpx.AsyncClient, body: dict[str, Any]) -> None:
     r = await app_client.post("/admin/keys", json=body)
     assert r.status_code == 400, r.text

@@ -42,9 +42,9 @@ def assert_one_line_error(p: subprocess.CompletedProcess[str], *needles: str) ->
 
 def test_keys_create_list_revoke(tmp_path: Path) -> None:
     dd = ("--data-dir", str(tmp_path))
-    created = ok_json("keys", "create", "search-svc", "--team", "search", "--route", "ok", *dd)
+    created = ok_json("keys", "create", "search-svc", "--team", "search", "--route", "smollm2", *dd)
     assert created["key"].startswith("sk-strata-")
-    assert (created["name"], created["team"], created["allowed_routes"]) == ("search-svc", "search", ["ok"])
+    assert (created["name"], created["team"], created["allowed_routes"]) == ("search-svc", "search", ["smollm2"])
 
     (listed,) = ok_json("keys", "list", *dd)
     assert listed["id"] == created["id"] and listed["revoked"] is False
@@ -66,6 +66,12 @@ def test_key_expiry_option(tmp_path: Path) -> None:
     assert created["expires_at"] is not None
     assert_one_line_error(strata("keys", "create", "forever?", "--expires-in-days", "0", *dd), "expires")
     assert [k["name"] for k in ok_json("keys", "list", *dd)] == ["temp"]
+
+
+def test_key_for_an_unknown_route_is_refused(tmp_path: Path) -> None:
+    p = strata("keys", "create", "svc", "--route", "smollm3", "--data-dir", str(tmp_path))
+    assert_one_line_error(p, "smollm3", "smollm2")
+    assert ok_json("keys", "list", "--json", "--data-dir", str(tmp_path)) == []
 
 
 def test_revoke_unknown_key_is_one_line_error(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from strata.cli.common import ConfigOpt, DataDirOpt, JsonOpt, one_line_errors, print_json, settings_from
 from strata.gateway.admin import key_view
-from strata.governance.keys import KeyStore
+from strata.governance.keys import KeyStore, check_routes
 from strata.store.db import open_database
 
 app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
@@ -35,6 +35,7 @@ def create(
 ) -> None:
     """Create a key. Its secret is printed once and never stored."""
     expires = datetime.now(UTC) + timedelta(days=expires_in_days) if expires_in_days is not None else None
+    check_routes(route, [r.name for r in settings_from(config, data_dir).routes])
     created = _store(config, data_dir).create(name, team, route or None, expires, admin)
     view = {**key_view(created.principal, datetime.now(UTC), created.secret[:14]), "key": created.secret}
     if as_json:

@@ -16,7 +16,7 @@ from strata.errors import PermissionDenied, StrataError
 from strata.gateway.http import error_response, json_response, read_json, request_id_of
 from strata.gateway.schemas import validate
 from strata.gateway.state import AppState
-from strata.governance.keys import Principal, hash_key
+from strata.governance.keys import Principal, check_routes, hash_key
 from strata.observe.usage import usage_report
 
 log = logging.getLogger(__name__)
@@ -66,6 +66,7 @@ def _guarded(handler: Any) -> Any:
 async def create_key(state: AppState, request: Request) -> dict[str, Any]:
     req: CreateKey = validate(CreateKey, await read_json(request, 64 * 1024))  # type: ignore[arg-type]
     expires = datetime.now(UTC) + timedelta(days=req.expires_in_days) if req.expires_in_days else None
+    check_routes(req.allowed_routes, list(state.router.routes))
     created = await asyncio.to_thread(state.keys.create, req.name, req.team, req.allowed_routes, expires,
                                       req.admin)
     state.auth.apply(hash_key(created.secret), created.principal)

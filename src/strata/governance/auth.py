@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import time
 from datetime import UTC, datetime
 
 from strata.errors import AuthenticationFailed
@@ -18,6 +19,8 @@ from strata.governance.keys import KeyStore, Principal, hash_key
 
 log = logging.getLogger(__name__)
 
+UNKNOWN_TTL = 2.0
+UNKNOWN_CACHE_SIZE = 10_000
 ENV_ADMIN = Principal(key_id="admin-env", name="STRATA_ADMIN_KEY", team="admin", allowed_routes=None, is_admin=True)
 
 
@@ -27,12 +30,14 @@ class Authenticator:
         self._admin_secret = admin_secret
         self._by_hash: dict[str, Principal] = {}
         self._seq = 0
+        self._unknown: dict[str, float] = {}  # hash -> until when it is known to be wrong
 
     def load(self) -> None:
         self._seq, self._by_hash = self.store.changes_since(0)
 
     def apply(self, key_hash: str, principal: Principal) -> None:
         self._by_hash[key_hash] = principal
+        self._unknown.pop(key_hash, None)
 
     async def authenticate(self, authorization: str | None) -> Principal:
         secret = _bearer(authorization)
@@ -41,14 +46,26 @@ class Authenticator:
         key_hash = hash_key(secret)
         principal = self._by_hash.get(key_hash)
         if principal is None:
-            principal = await asyncio.to_thread(self.store.find, key_hash)
-            if principal is None:
-                raise AuthenticationFailed("Incorrect API key provided.")
-            self._by_hash[key_hash] = principal
+            principal = await self._lookup(key_hash)
         if principal.revoked:
             raise AuthenticationFailed("This API key has been revoked.", code="revoked_api_key")
         if principal.expires_at is not None and principal.expires_at <= datetime.now(UTC):
             raise AuthenticationFailed("This API key has expired.", code="expired_api_key")
+        return principal
+
+    async def _lookup(self, key_hash: str) -> Principal:
+        """One database read for a key not in memory; a wrong key is remembered briefly, so a client
+        hammering with bad keys costs no database traffic."""
+        now = time.monotonic()
+        if self._unknown.get(key_hash, 0.0) > now:
+            raise AuthenticationFailed("Incorrect API key provided.")
+        principal = await asyncio.to_thread(self.store.find, key_hash)
+        if principal is None:
+            if len(self._unknown) >= UNKNOWN_CACHE_SIZE:
+                self._unknown.clear()
+            self._unknown[key_hash] = now + UNKNOWN_TTL
+            raise AuthenticationFailed("Incorrect API key provided.")
+        self._by_hash[key_hash] = principal
         return principal
 
     def sync(self) -> None:

@@ -44,6 +44,14 @@ class CreatedKey:
     secret: str
 
 
+def check_routes(allowed: list[str] | None, known: list[str]) -> None:
+    """A key restricted to a route that does not exist could never be used: say so when it is created."""
+    unknown = sorted(set(allowed or ()) - set(known))
+    if unknown:
+        raise InvalidRequest(f"unknown route(s) {', '.join(unknown)}; configured: {', '.join(sorted(known))}",
+                             param="allowed_routes")
+
+
 def hash_key(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 

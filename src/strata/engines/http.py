@@ -4,7 +4,7 @@ Local engines reuse it too: their supervised worker processes speak the same pro
 talks to a local llama.cpp exactly the way it talks to a remote vLLM.
 
 aiohttp rather than httpx: on this path the client is the largest per-request cost after the server
-itself, and aiohttp measured several times cheaper per request (see docs/benchmarks.md).
+itself, and aiohttp measured 12x less CPU per request (bench/http_clients.py, docs/benchmarks.md).
 """
 
 from __future__ import annotations

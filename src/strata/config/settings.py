@@ -40,7 +40,22 @@ class DeploymentConfig(_Strict):
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9._:-]+$")
     engine: EngineConfig
     price: Price = Price()
-    weight: float = Field(1.0, gt=0, description="Share of traffic among deployments of a route")
+    weight: float = Field(1.0, gt=0, description="Share of traffic among deployments of the same role")
+    role: Literal["primary", "fallback"] = Field(
+        "primary", description="primary: load-balanced; fallback: tried in order once every primary failed")
+    max_in_flight: int | None = Field(
+        None, ge=1, description="Requests this deployment may hold at once; beyond it, traffic is shed")
+
+
+class BreakerConfig(_Strict):
+    """Passive ejection: a deployment that keeps failing is taken out of rotation for a growing cool-down."""
+
+    consecutive_failures: int = Field(5, ge=1)
+    error_rate: float = Field(0.5, gt=0, le=1, description="Eject above this failure share in the window")
+    window: float = Field(30.0, gt=0, description="Seconds of outcomes the error rate looks at")
+    min_requests: int = Field(10, ge=1, description="Outcomes needed in the window before the rate counts")
+    cooldown: float = Field(5.0, gt=0, description="First ejection; doubles on each repeated ejection")
+    cooldown_max: float = Field(300.0, gt=0)
 
 
 class RouteConfig(_Strict):
@@ -48,6 +63,18 @@ class RouteConfig(_Strict):
 
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9._:/-]+$")
     deployments: list[DeploymentConfig] = Field(min_length=1)
+    balancer: Literal["least-outstanding", "weighted"] = "least-outstanding"
+    affinity: bool = Field(False, description="Stick a user (X-Strata-Affinity header or `user`) to a deployment")
+    retries: int = Field(2, ge=0, le=10, description="Extra attempts before the first byte, then fallbacks")
+    retry_backoff: float = Field(0.05, ge=0, description="Base seconds between attempts (jittered, doubling)")
+    deadline: float | None = Field(None, gt=0, description="Total seconds for all attempts before the first byte")
+    breaker: BreakerConfig = BreakerConfig()
+
+    @model_validator(mode="after")
+    def _has_primary(self) -> RouteConfig:
+        if not any(d.role == "primary" for d in self.deployments):
+            raise ValueError(f"route {self.name!r} needs at least one deployment with role 'primary'")
+        return self
 
 
 class ServerSettings(_Strict):

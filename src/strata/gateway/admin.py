@@ -91,9 +91,13 @@ async def usage(state: AppState, request: Request) -> dict[str, Any]:
 
 
 async def engines(state: AppState, request: Request) -> dict[str, Any]:
-    return {name: {"ready": h.ready, "state": h.state, "detail": h.detail, "busy_slots": h.busy_slots,
-                   "queue_depth": h.queue_depth, "restarts": h.restarts, **h.extra}
-            for name, h in state.health.items()}
+    out: dict[str, Any] = {}
+    for name, h in state.health.items():
+        dep = state.router.deployments[name]
+        out[name] = {"ready": h.ready, "state": h.state, "detail": h.detail, "busy_slots": h.busy_slots,
+                     "queue_depth": h.queue_depth, "restarts": h.restarts, "breaker": dep.breaker.state,
+                     "ejections": dep.breaker.ejections, "in_flight": dep.outstanding, **h.extra}
+    return out
 
 
 routes = [

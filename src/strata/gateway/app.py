@@ -20,7 +20,7 @@ from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
 from strata.config.settings import Settings
-from strata.engines.base import Engine
+from strata.engines.base import Engine, EngineHealth
 from strata.engines.registry import build_engine
 from strata.errors import InvalidRequest, NotFound, StrataError
 from strata.gateway import admin, health, openai_api
@@ -51,8 +51,9 @@ def build_state(settings: Settings) -> AppState:
     ledger = LedgerWriter(db, metrics, flush_interval=settings.ledger.flush_interval,
                           batch_size=settings.ledger.batch_size,
                           spill_path=settings.data_dir / "ledger-spill.jsonl")
+    health: dict[str, EngineHealth] = {}
     return AppState(settings=settings, db=db, keys=keys, auth=auth, metrics=metrics, ledger=ledger,
-                    router=Router(settings.routes, engines), engines=engines)
+                    router=Router(settings.routes, engines, health), engines=engines, health=health)
 
 
 def create_app(settings: Settings, state: AppState | None = None) -> Starlette:

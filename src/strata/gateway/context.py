@@ -54,6 +54,8 @@ class CallRecord:
     last_token: float | None = None
     chunks: int = 0
     prompt_estimate: int = 0
+    admitted: bool = False
+    attempts: list[dict[str, Any]] = field(default_factory=list)
     status: int = 200
     error_type: str | None = None
     cost: float = 0.0
@@ -107,4 +109,5 @@ class CallRecord:
             "status": self.status,
             "error_type": self.error_type,
             "cost_usd": self.cost,
+            "attempts": self.attempts or None,
         }

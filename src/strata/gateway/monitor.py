@@ -8,8 +8,10 @@ import time
 
 from strata.engines.local import LocalEngine
 from strata.gateway.state import AppState
+from strata.routing.breaker import CLOSED, HALF_OPEN, OPEN
 
 log = logging.getLogger(__name__)
+BREAKER_CODES = {CLOSED: 0, HALF_OPEN: 1, OPEN: 2}
 START_ORDER = {"llamacpp": 0, "openai": 1, "sentence-transformers": 2}
 
 
@@ -39,5 +41,8 @@ async def monitor_engines(state: AppState) -> None:
             m.engine_busy.labels(name).set(h.busy_slots)
             m.engine_queue.labels(name).set(h.queue_depth)
             m.engine_restarts.labels(name).set(h.restarts)
+        for name, dep in state.router.deployments.items():
+            m.breaker.labels(name).set(BREAKER_CODES[dep.breaker.state])
+            m.deployment_in_flight.labels(name).set(dep.outstanding)
         m.ledger_pending.set(state.ledger.pending)
         await asyncio.sleep(state.settings.supervisor.health_interval)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable
+from typing import Any, TypeVar
 
 import anyio
 from starlette.requests import Request
@@ -15,6 +15,7 @@ from starlette.routing import Route
 
 from strata.engines.base import Kind
 from strata.errors import StrataError
+from strata.gateway.attempt import call_engine, end
 from strata.gateway.context import CallRecord, estimate_prompt_tokens
 from strata.gateway.http import SSE_DONE, error_response, json_response, request_id_of, sse_event
 from strata.gateway.pipeline import account, admit
@@ -23,6 +24,8 @@ from strata.gateway.state import AppState
 from strata.routing.router import Target
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+DISCONNECTED = StrataError("The client disconnected.", code="client_disconnected")
 
 
 def _state(request: Request) -> AppState:
@@ -44,12 +47,20 @@ async def _generation(request: Request, kind: Kind, schema: type) -> Response:
     target: Target | None = None
     streaming = False
     try:
-        body, req, target = await admit(state, request, call, schema)
+        body, req, attempts = await admit(state, request, call, schema)
         if req.stream:
-            response = await _start_stream(state, call, target, kind, body, req)
+            want_usage = bool(req.stream_options and req.stream_options.include_usage)
+            call.prompt_estimate = estimate_prompt_tokens(body)
+            body["stream_options"] = {"include_usage": True}
+            target, (chunks, first, started) = await call_engine(
+                state, call, req, body, attempts, lambda t: _first_chunk(t, kind, body))
             streaming = True
-            return response
-        result = await target.engine.generate(kind, body)
+            return StreamingResponse(_relay(state, call, target, chunks, first, want_usage, started),
+                                     media_type="text/event-stream",
+                                     headers={"x-request-id": call.request_id, "cache-control": "no-cache"})
+        target, (result, started) = await call_engine(state, call, req, body, attempts,
+                                                      lambda t: _timed(t.engine.generate(kind, body)))
+        end(state, call, target, started)
         call.take_usage(result.get("usage"))
         result["model"] = call.route
         return json_response(result, call.request_id)
@@ -64,22 +75,22 @@ async def _generation(request: Request, kind: Kind, schema: type) -> Response:
             account(state, call, target)
 
 
-async def _start_stream(state: AppState, call: CallRecord, target: Target, kind: Kind, body: dict[str, Any],
-                        req: Any) -> Response:
-    """Fetch the first chunk before answering, so an engine that fails early gets a proper HTTP error."""
-    want_usage = bool(req.stream_options and req.stream_options.include_usage)
-    call.prompt_estimate = estimate_prompt_tokens(body)
-    body["stream_options"] = {"include_usage": True}
+async def _timed(aw: Awaitable[T]) -> tuple[T, float]:
+    started = time.perf_counter()
+    return await aw, started
+
+
+async def _first_chunk(target: Target, kind: Kind, body: dict[str, Any]) -> tuple[Any, Any, float]:
+    """Open the stream and wait for its first chunk, so an engine that fails early can be retried."""
+    started = time.perf_counter()
     chunks = aiter(target.engine.stream(kind, body))
-    first = await anext(chunks, None)
-    relay = _relay(state, call, target, chunks, first, want_usage)
-    return StreamingResponse(relay, media_type="text/event-stream",
-                             headers={"x-request-id": call.request_id, "cache-control": "no-cache"})
+    return chunks, await anext(chunks, None), started
 
 
 async def _relay(state: AppState, call: CallRecord, target: Target, chunks: AsyncIterator[dict[str, Any]],
-                 chunk: dict[str, Any] | None, want_usage: bool) -> AsyncIterator[bytes]:
+                 chunk: dict[str, Any] | None, want_usage: bool, started: float) -> AsyncIterator[bytes]:
     itl = state.metrics.itl.labels(call.route, call.deployment)
+    outcome: StrataError | None = DISCONNECTED
     try:
         while chunk is not None:
             usage = chunk.get("usage")
@@ -104,14 +115,18 @@ async def _relay(state: AppState, call: CallRecord, target: Target, chunks: Asyn
                 chunk["model"] = call.route
                 yield sse_event(chunk)
             chunk = await anext(chunks, None)
+        outcome = None
         yield SSE_DONE
-    except StrataError as exc:
+    except StrataError as exc:  # after the first byte: never retried, the stream ends with an error event
         call.fail(exc)
+        outcome = exc
         yield sse_event(exc.to_dict())
     except BaseException:
-        call.status, call.error_type = 499, "client_disconnected"
+        if outcome is DISCONNECTED:
+            call.status, call.error_type = 499, "client_disconnected"
         raise
     finally:
+        end(state, call, target, started, outcome)
         with anyio.CancelScope(shield=True):
             await chunks.aclose()  # type: ignore[attr-defined]
         call.settle_stream_usage()
@@ -130,8 +145,10 @@ async def embeddings(request: Request) -> Response:
     call = CallRecord(request_id_of(request, state.new_id), "embeddings")
     target: Target | None = None
     try:
-        body, _, target = await admit(state, request, call, EmbeddingRequest)
-        result = await target.engine.embed(body)
+        body, req, attempts = await admit(state, request, call, EmbeddingRequest)
+        target, (result, started) = await call_engine(state, call, req, body, attempts,
+                                                      lambda t: _timed(t.engine.embed(body)))
+        end(state, call, target, started)
         call.take_usage(result.get("usage"))
         result["model"] = call.route
         return json_response(result, call.request_id)

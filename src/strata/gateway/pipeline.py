@@ -2,8 +2,9 @@
 
     authenticate -> read & validate -> route -> (limits, budget: later stages) -> call engine -> account
 
-``admit`` runs every stage before the engine call, ``account`` every stage after it. Each stage lives in
-its own module; this one only orders them.
+``admit`` runs every stage before the engine call, ``attempt.call_engine`` tries the route's deployments
+(retries, fallbacks) until one answers, ``account`` runs every stage after it. Each stage lives in its own
+module; this one only orders them.
 """
 
 from __future__ import annotations
@@ -19,25 +20,24 @@ from strata.gateway.http import parse_tags, read_json
 from strata.gateway.schemas import validate
 from strata.gateway.state import AppState
 from strata.governance.cost import request_cost
-from strata.routing.router import Target
+from strata.routing.router import Attempts, Target
 
 
-async def admit(state: AppState, request: Request, call: CallRecord, schema: type) -> tuple[dict[str, Any], Any,
-                                                                                            Target]:
-    """Stages before the engine: who is calling, what they ask, which deployment serves it."""
+async def admit(state: AppState, request: Request, call: CallRecord,
+                schema: type) -> tuple[dict[str, Any], Any, Attempts]:
+    """Stages before the engine: who is calling, what they ask, which deployments may serve it."""
     call.principal = await state.auth.authenticate(request.headers.get("authorization"))
     body = await read_json(request, state.settings.server.max_body_bytes)
     req = validate(schema, body)
     call.user = req.user
     call.tags = parse_tags(request.headers.get("x-strata-tags"))
     call.stream = bool(getattr(req, "stream", False))
-    target = state.router.resolve(req.model, call.principal, call.endpoint)
-    call.route, call.deployment = target.route.name, target.deployment.name
-    call.engine, call.model = target.engine.engine_type, target.engine.model
-    check_context(req, target)
-    body["model"] = target.engine.model
+    route = state.router.resolve(req.model, call.principal, call.endpoint)
+    call.route = route.name
+    attempts = state.router.attempts(route, request.headers.get("x-strata-affinity") or req.user)
     state.metrics.in_flight.labels(call.route).inc()
-    return body, req, target
+    call.admitted = True
+    return body, req, attempts
 
 
 def check_context(req: Any, target: Target) -> None:
@@ -60,6 +60,7 @@ def account(state: AppState, call: CallRecord, target: Target | None) -> None:
         slots = getattr(target.deployment.engine, "n_parallel", 1)
         call.cost = request_cost(target.deployment.price, call.prompt_tokens, call.completion_tokens,
                                  finished - call.started, slots)
+    if call.admitted:
         m.in_flight.labels(route).dec()
         m.duration.labels(route, deployment).observe(finished - call.started)
         if call.prompt_tokens:

@@ -18,6 +18,7 @@ from sqlalchemy import Connection
 from strata.store.tables import LedgerRow
 
 COLUMNS = [c.name for c in LedgerRow.__table__.columns if c.name != "id"]
+JSON_COLUMNS = {"tags", "attempts"}
 MAX_ROWS_PER_STATEMENT = 256
 
 
@@ -49,14 +50,16 @@ def _encoder(dialect: str) -> tuple[Callable[[dict[str, Any]], list[Any]], str]:
 
     convert: dict[str, Callable[[Any], Any]]
     if dialect == "sqlite":
-        convert = {"started_at": _sqlite_time, "finished_at": _sqlite_time, "tags": json, "stream": int}
+        convert = {"started_at": _sqlite_time, "finished_at": _sqlite_time, "tags": json, "attempts": json,
+                   "stream": int}
         placeholder = "(" + ",".join("?" for _ in COLUMNS) + ")"
     else:
-        convert = {"tags": json}
-        placeholder = "(" + ",".join("CAST(%s AS JSON)" if c == "tags" else "%s" for c in COLUMNS) + ")"
+        convert = {"tags": json, "attempts": json}
+        placeholder = "(" + ",".join("CAST(%s AS JSON)" if c in JSON_COLUMNS else "%s" for c in COLUMNS) + ")"
 
     def encode(row: dict[str, Any]) -> list[Any]:
-        return [convert[c](row[c]) if c in convert else row.get(c) for c in COLUMNS]
+        values = [row.get(c) for c in COLUMNS]
+        return [convert[c](v) if v is not None and c in convert else v for c, v in zip(COLUMNS, values, strict=True)]
 
     return encode, placeholder
 

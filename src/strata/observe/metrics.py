@@ -37,6 +37,12 @@ class Metrics:
                                   ["deployment"], registry=r)
         self.engine_restarts = Gauge("strata_engine_restarts", "Worker restarts since start", ["deployment"],
                                      registry=r)
+        self.attempts = Counter("strata_upstream_attempts", "Attempts on deployments, by outcome",
+                                ["deployment", "outcome"], registry=r)
+        self.breaker = Gauge("strata_deployment_breaker_state", "0 closed, 1 half-open, 2 open (ejected)",
+                             ["deployment"], registry=r)
+        self.deployment_in_flight = Gauge("strata_deployment_in_flight", "Requests held by a deployment",
+                                          ["deployment"], registry=r)
         self.ledger_written = Counter("strata_ledger_rows_written", "Ledger rows persisted", registry=r)
         self.ledger_pending = Gauge("strata_ledger_pending_rows", "Ledger rows waiting to be written", registry=r)
         self.ledger_errors = Counter("strata_ledger_write_errors", "Failed ledger batch writes", registry=r)

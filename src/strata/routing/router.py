@@ -1,18 +1,24 @@
-"""Resolve a request's ``model`` to a route and pick one of its deployments.
+"""Resolve a request's ``model`` to a route, then plan its attempts across the route's deployments.
 
-A route may list several deployments; this picks by weight. Later stages (health-aware balancing,
-fallbacks, canaries) replace ``pick`` without changing callers.
+A request's plan: up to ``1 + retries`` attempts on primary deployments (balanced; untried ones first),
+then each fallback deployment in config order. Deployments that are ejected (breaker open), not ready
+(active health check) or full (``max_in_flight``) are skipped. The plan is consumed lazily by the
+gateway, which only moves to the next attempt before the first byte reaches the client.
 """
 
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from strata.config.settings import DeploymentConfig, RouteConfig
-from strata.engines.base import Engine
-from strata.errors import InvalidRequest, NotFound, PermissionDenied
+from strata.engines.base import Engine, EngineHealth
+from strata.errors import InvalidRequest, NotFound, PermissionDenied, UpstreamUnavailable
 from strata.governance.keys import Principal
+from strata.routing.balancer import Candidate, pick
+from strata.routing.breaker import Breaker
 
 # which endpoints each engine type can serve
 CAPABILITIES: dict[str, frozenset[str]] = {
@@ -23,37 +29,109 @@ CAPABILITIES: dict[str, frozenset[str]] = {
 ENDPOINT_NAMES = {"chat": "chat completions", "completion": "completions", "embeddings": "embeddings"}
 
 
+@dataclass(slots=True)
+class Deployment:
+    """A deployment at run time: its config, engine, breaker and requests in flight."""
+
+    cfg: DeploymentConfig
+    engine: Engine
+    breaker: Breaker
+    outstanding: int = 0
+
+    @property
+    def full(self) -> bool:
+        return self.cfg.max_in_flight is not None and self.outstanding >= self.cfg.max_in_flight
+
+
 @dataclass(frozen=True, slots=True)
 class Target:
     route: RouteConfig
     deployment: DeploymentConfig
     engine: Engine
+    runtime: Deployment
+
+
+@dataclass(slots=True)
+class Attempts:
+    """The attempt plan of one request, consumed with ``next()``."""
+
+    router: Router
+    route: RouteConfig
+    affinity_key: str | None
+    primary_left: int
+    tried: list[str] = field(default_factory=list)
+    fallbacks_done: bool = False
+
+    def next(self) -> Target | None:
+        if self.primary_left > 0:
+            self.primary_left -= 1
+            chosen = self.router.choose(self.route, "primary", self.affinity_key, self.tried)
+            if chosen is not None:
+                self.tried.append(chosen.cfg.name)
+                return self.router.target(self.route, chosen)
+            self.primary_left = 0
+        for d in self.router.usable(self.route, "fallback"):
+            if d.cfg.name not in self.tried:
+                self.tried.append(d.cfg.name)
+                return self.router.target(self.route, d)
+        return None
+
+    def unavailable(self) -> UpstreamUnavailable:
+        """Why nothing could be tried at all: overload (all full) or all ejected."""
+        deps = [self.router.deployments[d.name] for d in self.route.deployments]
+        if any(d.full for d in deps):
+            return UpstreamUnavailable(f"All deployments of '{self.route.name}' are at capacity; retry shortly.",
+                                       code="overloaded", retry_after=1.0)
+        wait = min((d.breaker.retry_after() for d in deps), default=1.0)
+        return UpstreamUnavailable(f"No healthy deployment for '{self.route.name}' right now.",
+                                   code="no_healthy_deployment", retry_after=max(wait, 1.0))
 
 
 class Router:
-    def __init__(self, routes: list[RouteConfig], engines: dict[str, Engine]) -> None:
+    def __init__(self, routes: list[RouteConfig], engines: dict[str, Engine], health: dict[str, EngineHealth],
+                 clock: Callable[[], float] = time.monotonic, rng: random.Random | None = None) -> None:
         self.routes = {r.name: r for r in routes}
-        self.engines = engines
-        self._rng = random.Random()
+        self.health = health
+        self.deployments = {d.name: Deployment(d, engines[d.name], Breaker(r.breaker, clock))
+                            for r in routes for d in r.deployments}
+        self.rng = rng or random.Random()
 
-    def resolve(self, model: str, principal: Principal, endpoint: str) -> Target:
+    def resolve(self, model: str, principal: Principal, endpoint: str) -> RouteConfig:
         route = self.routes.get(model)
         if route is None:
             raise NotFound(f"The model '{model}' does not exist or you do not have access to it.", param="model")
         if not principal.may_use(model):
             raise PermissionDenied(f"This API key is not allowed to use the model '{model}'.", param="model")
-        deployment = self.pick(route)
-        caps = CAPABILITIES.get(deployment.engine.type, frozenset({"chat", "completion", "embeddings"}))
-        if endpoint not in caps:
-            raise InvalidRequest(
-                f"The model '{model}' does not support {ENDPOINT_NAMES[endpoint]}.", param="model",
-                code="unsupported_endpoint")
-        return Target(route, deployment, self.engines[deployment.name])
+        primary = next(d for d in route.deployments if d.role == "primary")
+        if endpoint not in CAPABILITIES.get(primary.engine.type, frozenset(ENDPOINT_NAMES)):
+            raise InvalidRequest(f"The model '{model}' does not support {ENDPOINT_NAMES[endpoint]}.",
+                                 param="model", code="unsupported_endpoint")
+        return route
 
-    def pick(self, route: RouteConfig) -> DeploymentConfig:
-        if len(route.deployments) == 1:
-            return route.deployments[0]
-        return self._rng.choices(route.deployments, weights=[d.weight for d in route.deployments])[0]
+    def attempts(self, route: RouteConfig, affinity_key: str | None = None) -> Attempts:
+        return Attempts(self, route, affinity_key if route.affinity else None, 1 + route.retries)
+
+    def usable(self, route: RouteConfig, role: str) -> list[Deployment]:
+        """Deployments of a role that may take a request now; unready ones only if nothing else is."""
+        deps = [self.deployments[d.name] for d in route.deployments if d.role == role]
+        open_ = [d for d in deps if d.breaker.available() and not d.full]
+        ready = [d for d in open_ if self._ready(d.cfg.name)]
+        return ready or open_
+
+    def choose(self, route: RouteConfig, role: str, affinity_key: str | None, tried: list[str]) -> Deployment | None:
+        usable = self.usable(route, role)
+        fresh = [d for d in usable if d.cfg.name not in tried] or usable
+        if not fresh:
+            return None
+        cands = [Candidate(d.cfg.name, d.cfg.weight, d.outstanding) for d in fresh]
+        return self.deployments[pick(cands, route.balancer, affinity_key, self.rng).name]
+
+    def target(self, route: RouteConfig, d: Deployment) -> Target:
+        return Target(route, d.cfg, d.engine, d)
+
+    def _ready(self, name: str) -> bool:
+        h = self.health.get(name)
+        return h is None or h.ready
 
     def visible_to(self, principal: Principal) -> list[RouteConfig]:
         return [r for r in self.routes.values() if principal.may_use(r.name)]

@@ -59,6 +59,7 @@ class LedgerRow(Base):
     status: Mapped[int] = mapped_column(Integer)
     error_type: Mapped[str | None] = mapped_column(String(64), nullable=True)
     cost_usd: Mapped[float] = mapped_column(Float, default=0.0)
+    attempts: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, nullable=True)
 
     __table_args__ = (
         Index("ix_ledger_started_at", "started_at"),

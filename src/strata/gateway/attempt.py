@@ -1,0 +1,95 @@
+"""The "call engine" stage: try the route's deployments until one answers, before the first byte.
+
+Retries on upstream failures (connection errors, 5xx, timeouts, an upstream's 429) with jittered,
+doubling backoff, then walks the fallbacks; never after the first byte has reached the client. A
+per-route deadline bounds all attempts together. Every attempt lands in the ledger row.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from strata.errors import RateLimited, StrataError, UpstreamError, UpstreamTimeout
+from strata.gateway.context import CallRecord
+from strata.gateway.pipeline import check_context
+from strata.gateway.state import AppState
+from strata.routing.router import Attempts, Target
+
+T = TypeVar("T")
+
+
+def retryable(exc: StrataError) -> bool:
+    return isinstance(exc, UpstreamError | RateLimited)
+
+
+async def call_engine(state: AppState, call: CallRecord, req: Any, body: dict[str, Any], attempts: Attempts,
+                      fn: Callable[[Target], Awaitable[T]]) -> tuple[Target, T]:
+    """Return the target that answered and its result; raise the last failure if none did."""
+    route = attempts.route
+    deadline = call.started + route.deadline if route.deadline else None
+    delay = route.retry_backoff
+    last: StrataError | None = None
+    while (target := attempts.next()) is not None:
+        check_context(req, target)
+        call.deployment, call.engine = target.deployment.name, target.engine.engine_type
+        call.model = target.engine.model
+        body["model"] = target.engine.model
+        started = begin(target)
+        try:
+            result = await _within(fn(target), deadline, route.name)
+        except StrataError as exc:
+            end(state, call, target, started, exc)
+            if not retryable(exc):
+                raise
+            last = exc
+            if not await _backoff(delay, deadline):
+                break
+            delay *= 2
+            continue
+        return target, result
+    raise last or attempts.unavailable()
+
+
+def begin(target: Target) -> float:
+    target.runtime.outstanding += 1
+    target.runtime.breaker.begin()
+    return time.perf_counter()
+
+
+def end(state: AppState, call: CallRecord, target: Target, started: float, exc: StrataError | None = None) -> None:
+    """Close one attempt: in-flight count, breaker outcome, attempt metric and ledger entry."""
+    target.runtime.outstanding -= 1
+    name = target.deployment.name
+    if exc is None:
+        target.runtime.breaker.success()
+        outcome = "ok"
+    else:
+        outcome = exc.code or exc.type
+        if retryable(exc):
+            target.runtime.breaker.failure()
+    state.metrics.attempts.labels(name, outcome).inc()
+    call.attempts.append({"deployment": name, "outcome": outcome, "status": 200 if exc is None else exc.status,
+                          "ms": round((time.perf_counter() - started) * 1000, 2)})
+
+
+async def _within(aw: Awaitable[T], deadline: float | None, route: str) -> T:
+    if deadline is None:
+        return await aw
+    try:
+        return await asyncio.wait_for(aw, max(deadline - time.perf_counter(), 0.001))
+    except TimeoutError:
+        raise UpstreamTimeout(f"route {route} deadline exceeded", code="deadline_exceeded") from None
+
+
+async def _backoff(delay: float, deadline: float | None) -> bool:
+    """Sleep a jittered ``delay``; False when the deadline leaves no room for another attempt."""
+    pause = delay * (0.5 + random.random())
+    if deadline is not None and time.perf_counter() + pause >= deadline:
+        return False
+    if pause:
+        await asyncio.sleep(pause)
+    return True

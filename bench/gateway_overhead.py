@@ -60,6 +60,19 @@ routes:
           output_per_mtok: 2.0
 """
 
+# The same upstream behind two deployments of one route: the balancer (P2C) and breaker run per request.
+STRATA_CONFIG_TWO = """\
+routes:
+  - name: fixed
+    deployments:
+      - name: fixed-a
+        engine: {{type: openai, base_url: "http://127.0.0.1:{upstream_port}/v1", model: fixed}}
+        price: {{input_per_mtok: 1.0, output_per_mtok: 2.0}}
+      - name: fixed-b
+        engine: {{type: openai, base_url: "http://127.0.0.1:{upstream_port}/v1", model: fixed}}
+        price: {{input_per_mtok: 1.0, output_per_mtok: 2.0}}
+"""
+
 LITELLM_CONFIG = """\
 model_list:
   - model_name: fixed
@@ -265,15 +278,16 @@ def strata_cmd(args: argparse.Namespace, config: Path, port: int, data_dir: Path
             "--data-dir", str(data_dir)]  # fmt: skip
 
 
-def bench_strata(args: argparse.Namespace, tmp: Path, up_port: int) -> list[Row]:
-    port, data_dir = free_port(), tmp / "strata-data"
+def bench_strata(args: argparse.Namespace, tmp: Path, up_port: int, name: str = "strata",
+                 template: str = STRATA_CONFIG) -> list[Row]:
+    port, data_dir = free_port(), tmp / f"{name}-data"
     data_dir.mkdir()
-    config = tmp / "strata.yaml"
-    config.write_text(STRATA_CONFIG.format(upstream_port=up_port))
+    config = tmp / f"{name}.yaml"
+    config.write_text(template.format(upstream_port=up_port))
     env = {**os.environ, "STRATA_ADMIN_KEY": STRATA_KEY}
-    log = tmp / "strata.log"
+    log = tmp / f"{name}.log"
     with spawned(strata_cmd(args, config, port, data_dir, up_port), log, env=env, cwd=tmp) as proc:
-        target = Target("strata", f"http://{HOST}:{port}", STRATA_KEY, proc)
+        target = Target(name, f"http://{HOST}:{port}", STRATA_KEY, proc)
         wait_ready(f"{target.base_url}/readyz", proc, 60, log)
         check_chat(target)
         return measure(target, args.duration)
@@ -333,12 +347,14 @@ def metric(rows: list[Row], target: str, conns: int, name: str) -> float | None:
 def summarize(rows: list[Row]) -> dict[str, float | None]:
     out: dict[str, float | None] = {}
     direct_p50 = metric(rows, "direct", 1, "p50_ms")
-    for gw in ("strata", "litellm"):
+    for gw in ("strata", "strata-2dep", "litellm"):
         p50 = metric(rows, gw, 1, "p50_ms")
         added = p50 - direct_p50 if p50 is not None and direct_p50 is not None else None
         out[f"{gw}_added_p50_ms_c1"] = round(added, 3) if added is not None else None
     s16, l16 = metric(rows, "strata", 16, "rps"), metric(rows, "litellm", 16, "rps")
     out["rps_ratio_strata_over_litellm_c16"] = round(s16 / l16, 2) if s16 and l16 else None
+    s2 = metric(rows, "strata-2dep", 16, "rps")
+    out["rps_ratio_strata_2dep_over_litellm_c16"] = round(s2 / l16, 2) if s2 and l16 else None
     return out
 
 
@@ -358,10 +374,12 @@ def markdown(rows: list[Row], summary: dict[str, float | None]) -> str:
             f"| {fmt(r.p99_ms, '.3f')} | {fmt(r.rss_mb, '.1f')}{f' ({r.procs})' if r.procs else ''} | {errs} |"
         )
     lines.append("")
-    for gw in ("strata", "litellm"):
+    for gw in ("strata", "strata-2dep", "litellm"):
         lines.append(f"- added p50 at c=1, {gw}: {fmt(summary[f'{gw}_added_p50_ms_c1'], '.3f')} ms")
     ratio = summary["rps_ratio_strata_over_litellm_c16"]
     lines.append(f"- RPS ratio Strata/LiteLLM at c=16: {fmt(ratio, '.2f')}")
+    ratio2 = summary["rps_ratio_strata_2dep_over_litellm_c16"]
+    lines.append(f"- RPS ratio Strata (2 deployments, balancer on)/LiteLLM at c=16: {fmt(ratio2, '.2f')}")
     return "\n".join(lines)
 
 
@@ -412,6 +430,7 @@ def run_all(args: argparse.Namespace, tmp: Path) -> list[Row]:
         rows = run_target("direct", bench_direct, args, up_port)
         if not args.skip_strata:
             rows += run_target("strata", bench_strata, args, tmp, up_port)
+            rows += run_target("strata-2dep", bench_strata, args, tmp, up_port, "strata-2dep", STRATA_CONFIG_TWO)
         if not args.skip_litellm:
             rows += run_target("litellm", bench_litellm, args, tmp, up_port)
     return rows

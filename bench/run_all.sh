@@ -14,3 +14,5 @@ echo "== serving (llama.cpp direct vs through Strata)"
 $PY bench/serving.py --json-out bench/results/serving.json
 echo "== cold start"
 $PY bench/cold_start.py --json-out bench/results/cold_start.json
+echo "== failover (one of two deployments killed mid-load)"
+$PY bench/failover.py --json-out bench/results/failover.json

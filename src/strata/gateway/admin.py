@@ -47,10 +47,11 @@ async def _admin(request: Request) -> tuple[AppState, str]:
     principal = await state.auth.authenticate(request.headers.get("authorization"))
     if not principal.is_admin:
         raise PermissionDenied("This endpoint needs an admin key.", code="admin_required")
+    request.state.principal = principal
     return state, rid
 
 
-def _guarded(handler: Any) -> Any:
+def guarded(handler: Any) -> Any:
     async def endpoint(request: Request) -> Response:
         try:
             state, rid = await _admin(request)
@@ -92,8 +93,10 @@ async def usage(state: AppState, request: Request) -> dict[str, Any]:
 
 async def engines(state: AppState, request: Request) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for name, h in state.health.items():
-        dep = state.router.deployments[name]
+    for name, h in list(state.health.items()):
+        dep = state.router.deployments.get(name)
+        if dep is None:
+            continue
         out[name] = {"ready": h.ready, "state": h.state, "detail": h.detail, "busy_slots": h.busy_slots,
                      "queue_depth": h.queue_depth, "restarts": h.restarts, "breaker": dep.breaker.state,
                      "ejections": dep.breaker.ejections, "in_flight": dep.outstanding, **h.extra}
@@ -101,9 +104,9 @@ async def engines(state: AppState, request: Request) -> dict[str, Any]:
 
 
 routes = [
-    Route("/admin/keys", _guarded(create_key), methods=["POST"]),
-    Route("/admin/keys", _guarded(list_keys), methods=["GET"]),
-    Route("/admin/keys/{key_id}", _guarded(revoke_key), methods=["DELETE"]),
-    Route("/admin/usage", _guarded(usage), methods=["GET"]),
-    Route("/admin/engines", _guarded(engines), methods=["GET"]),
+    Route("/admin/keys", guarded(create_key), methods=["POST"]),
+    Route("/admin/keys", guarded(list_keys), methods=["GET"]),
+    Route("/admin/keys/{key_id}", guarded(revoke_key), methods=["DELETE"]),
+    Route("/admin/usage", guarded(usage), methods=["GET"]),
+    Route("/admin/engines", guarded(engines), methods=["GET"]),
 ]

@@ -23,7 +23,7 @@ from strata.config.settings import Settings
 from strata.engines.base import Engine, EngineHealth
 from strata.engines.registry import build_engine
 from strata.errors import InvalidRequest, NotFound, StrataError
-from strata.gateway import admin, health, openai_api
+from strata.gateway import admin, health, openai_api, routes_admin
 from strata.gateway.http import REQUEST_ID, error_response
 from strata.gateway.monitor import monitor_engines, start_engines
 from strata.gateway.state import AppState
@@ -31,6 +31,7 @@ from strata.governance.auth import Authenticator
 from strata.governance.keys import KeyStore
 from strata.observe.ledger import LedgerWriter
 from strata.observe.metrics import Metrics
+from strata.routing.changes import RouteChangeStore, apply_overrides
 from strata.routing.router import Router
 from strata.store.db import open_database
 
@@ -39,10 +40,10 @@ log = logging.getLogger(__name__)
 
 def build_state(settings: Settings) -> AppState:
     """Everything that can fail on bad config fails here, before the server binds its port."""
-    engines: dict[str, Engine] = {
-        d.name: build_engine(d, settings) for r in settings.routes for d in r.deployments
-    }
     db = open_database(settings.database_url)
+    route_changes = RouteChangeStore(db)
+    routes = apply_overrides(settings.routes, route_changes.overrides())
+    engines: dict[str, Engine] = {d.name: build_engine(d, settings) for r in routes for d in r.deployments}
     keys = KeyStore(db)
     admin_secret = settings.admin_key.get_secret_value() if settings.admin_key else None
     auth = Authenticator(keys, admin_secret)
@@ -53,7 +54,8 @@ def build_state(settings: Settings) -> AppState:
                           spill_path=settings.data_dir / "ledger-spill.jsonl")
     health: dict[str, EngineHealth] = {}
     return AppState(settings=settings, db=db, keys=keys, auth=auth, metrics=metrics, ledger=ledger,
-                    router=Router(settings.routes, engines, health), engines=engines, health=health)
+                    router=Router(routes, engines, health), engines=engines, health=health,
+                    route_changes=route_changes)
 
 
 def create_app(settings: Settings, state: AppState | None = None) -> Starlette:
@@ -68,7 +70,7 @@ def create_app(settings: Settings, state: AppState | None = None) -> Starlette:
             await _shutdown(state)
 
     app = Gateway(
-        routes=[*openai_api.routes, *admin.routes, *health.routes],
+        routes=[*openai_api.routes, *admin.routes, *routes_admin.routes, *health.routes],
         lifespan=lifespan,
         exception_handlers={HTTPException: _http_error, StrataError: _strata_error},  # type: ignore[dict-item]
     )

@@ -17,8 +17,9 @@ async def readyz(request: Request) -> Response:
     """Ready when every local engine is up; remote upstreams are reported but do not gate readiness."""
     state: AppState = request.app.state.strata
     engines = {name: h.state for name, h in state.health.items()}
-    local_ready = all(h.ready for name, h in state.health.items() if state.engines[name].engine_type != "openai")
-    ready = local_ready and len(state.health) == len(state.engines)
+    local = [h.ready for name, h in state.health.items()
+             if name in state.engines and state.engines[name].engine_type != "openai"]
+    ready = all(local) and all(name in state.health for name in state.engines)
     return JSONResponse({"status": "ready" if ready else "starting", "engines": engines}, 200 if ready else 503)
 
 

@@ -30,18 +30,20 @@ async def start_engines(state: AppState) -> None:
 async def monitor_engines(state: AppState) -> None:
     m = state.metrics
     while True:
-        for name, engine in state.engines.items():
+        for name, engine in list(state.engines.items()):
             try:
                 h = await engine.health()
             except Exception:  # a failing probe must not stop the loop
                 log.exception("health check of %s failed", name)
+                continue
+            if name not in state.engines:  # removed while we probed it
                 continue
             state.health[name] = h
             m.engine_up.labels(name).set(1 if h.ready else 0)
             m.engine_busy.labels(name).set(h.busy_slots)
             m.engine_queue.labels(name).set(h.queue_depth)
             m.engine_restarts.labels(name).set(h.restarts)
-        for name, dep in state.router.deployments.items():
+        for name, dep in list(state.router.deployments.items()):
             m.breaker.labels(name).set(BREAKER_CODES[dep.breaker.state])
             m.deployment_in_flight.labels(name).set(dep.outstanding)
         m.ledger_pending.set(state.ledger.pending)

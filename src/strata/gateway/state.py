@@ -15,6 +15,7 @@ from strata.governance.auth import Authenticator
 from strata.governance.keys import KeyStore
 from strata.observe.ledger import LedgerWriter
 from strata.observe.metrics import Metrics
+from strata.routing.changes import RouteChangeStore
 from strata.routing.router import Router
 
 
@@ -28,6 +29,7 @@ class AppState:
     ledger: LedgerWriter
     router: Router
     engines: dict[str, Engine]
+    route_changes: RouteChangeStore
     new_id: RequestIds = field(default_factory=RequestIds)
     started_at: float = field(default_factory=time.time)
     health: dict[str, EngineHealth] = field(default_factory=dict)

@@ -92,9 +92,37 @@ class Router:
                  clock: Callable[[], float] = time.monotonic, rng: random.Random | None = None) -> None:
         self.routes = {r.name: r for r in routes}
         self.health = health
+        self.clock = clock
         self.deployments = {d.name: Deployment(d, engines[d.name], Breaker(r.breaker, clock))
                             for r in routes for d in r.deployments}
         self.rng = rng or random.Random()
+
+    def replace_route(self, cfg: RouteConfig, engines: dict[str, Engine]) -> list[Deployment]:
+        """Swap in a route's new config at run time; returns the deployments it no longer has.
+
+        Deployments that stay keep their breaker and in-flight count; ``engines`` holds the engine of
+        every deployment that is new or whose engine config changed.
+        """
+        old = self.routes.get(cfg.name)
+        gone = {d.name for d in old.deployments} if old else set()
+        removed: list[Deployment] = []
+        for d in cfg.deployments:
+            gone.discard(d.name)
+            rt = self.deployments.get(d.name)
+            if rt is None:
+                self.deployments[d.name] = Deployment(d, engines[d.name], Breaker(cfg.breaker, self.clock))
+                continue
+            if d.name in engines:
+                removed.append(Deployment(rt.cfg, rt.engine, rt.breaker, rt.outstanding))
+                rt.engine = engines[d.name]
+            rt.cfg = d
+            rt.breaker.cfg = cfg.breaker
+        removed += [self.deployments.pop(n) for n in gone]
+        self.routes[cfg.name] = cfg
+        return removed
+
+    def owner_of(self, deployment: str) -> str | None:
+        return next((r.name for r in self.routes.values() for d in r.deployments if d.name == deployment), None)
 
     def resolve(self, model: str, principal: Principal, endpoint: str) -> RouteConfig:
         route = self.routes.get(model)

@@ -65,3 +65,18 @@ class LedgerRow(Base):
         Index("ix_ledger_started_at", "started_at"),
         Index("ix_ledger_team_started", "team", "started_at"),
     )
+
+
+class RouteChange(Base):
+    """Audit trail of run-time route changes; the newest ``after`` of a route overrides the config file."""
+
+    __tablename__ = "route_changes"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+                                    autoincrement=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    actor: Mapped[str] = mapped_column(String(200))
+    route: Mapped[str] = mapped_column(String(200), index=True)
+    action: Mapped[str] = mapped_column(String(64))
+    before: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    after: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)

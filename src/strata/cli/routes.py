@@ -1,0 +1,130 @@
+"""``strata routes …`` and ``strata deploy …``: inspect and change a running gateway's routes.
+
+These talk to the admin API of a running Strata (``--url``, admin key from ``--key`` or
+``STRATA_ADMIN_KEY``), so the change applies at once, without a restart, and lands in the audit trail.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from strata.cli.common import JsonOpt, one_line_errors, print_json
+from strata.errors import AuthenticationFailed, InvalidRequest, NotFound, StrataError, UpstreamUnavailable
+
+app = typer.Typer(help="Inspect and change routes on a running Strata.", no_args_is_help=True)
+UrlOpt = Annotated[str, typer.Option("--url", envvar="STRATA_URL", help="Strata's base URL")]
+KeyOpt = Annotated[str | None, typer.Option("--key", envvar="STRATA_ADMIN_KEY", help="Admin key", show_default=False)]
+ERRORS = {400: InvalidRequest, 401: AuthenticationFailed, 404: NotFound}
+
+
+def call(url: str, key: str | None, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    """One admin API call; its error becomes a one-line CLI error."""
+    if not key:
+        raise AuthenticationFailed("no admin key: pass --key or set STRATA_ADMIN_KEY")
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url.rstrip("/") + path, data=data, method=method,
+                                 headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return json.loads(r.read())
+    except urllib.error.HTTPError as exc:
+        message = json.loads(exc.read() or b"{}").get("error", {}).get("message", exc.reason)
+        raise ERRORS.get(exc.code, StrataError)(f"{message} (HTTP {exc.code})") from None
+    except (urllib.error.URLError, OSError) as exc:
+        raise UpstreamUnavailable(f"cannot reach Strata at {url}: {getattr(exc, 'reason', exc)}") from None
+
+
+def _table(route: dict[str, Any]) -> Table:
+    table = Table("deployment", "role", "weight", "engine", "model", "breaker", "in flight", "ready",
+                  title=f"route {route['name']} (balancer {route['balancer']}, retries {route['retries']})")
+    for d in route["deployments"]:
+        s = d["status"]
+        table.add_row(d["name"], d["role"], f"{d['weight']:g}", d["engine"]["type"], str(d["engine"].get("model")),
+                      str(s["breaker"]), str(s["in_flight"]), str(s["ready"]))
+    return table
+
+
+@app.command("list")
+@one_line_errors
+def list_(url: UrlOpt = "http://127.0.0.1:8000", key: KeyOpt = None, as_json: JsonOpt = False) -> None:
+    """List routes with their deployments and live state."""
+    data = call(url, key, "GET", "/admin/routes")["data"]
+    if as_json:
+        print_json(data)
+        return
+    for route in data:
+        Console().print(_table(route))
+
+
+@app.command("show")
+@one_line_errors
+def show(route: str, url: UrlOpt = "http://127.0.0.1:8000", key: KeyOpt = None, as_json: JsonOpt = False) -> None:
+    """Show one route: deployments, roles, weights, breaker state, in-flight requests."""
+    data = call(url, key, "GET", f"/admin/routes/{route}")
+    print_json(data) if as_json else Console().print(_table(data))
+
+
+@app.command("changes")
+@one_line_errors
+def changes(route: str, url: UrlOpt = "http://127.0.0.1:8000", key: KeyOpt = None, as_json: JsonOpt = False) -> None:
+    """The audit trail of a route: who changed what, when."""
+    data = call(url, key, "GET", f"/admin/routes/{route}/changes")["data"]
+    if as_json:
+        print_json(data)
+        return
+    table = Table("id", "at", "actor", "action", "deployments after")
+    for c in data:
+        after = ", ".join(d["name"] for d in (c["after"] or {}).get("deployments", [])) or "(config file)"
+        table.add_row(str(c["id"]), c["at"], c["actor"], c["action"], after)
+    Console().print(table)
+
+
+@app.command("reset")
+@one_line_errors
+def reset(route: str, url: UrlOpt = "http://127.0.0.1:8000", key: KeyOpt = None) -> None:
+    """Drop run-time changes: the route goes back to what the config file says."""
+    call(url, key, "POST", f"/admin/routes/{route}/reset")
+    typer.echo(f"route {route} reset to the config file")
+
+
+@one_line_errors
+def deploy(
+    route: Annotated[str, typer.Argument(help="Route (public model name)")],
+    deployment: Annotated[str, typer.Argument(help="Deployment name")],
+    engine: Annotated[str | None, typer.Option(help="Engine type for a new deployment: openai, llamacpp, …")] = None,
+    base_url: Annotated[str | None, typer.Option(help="openai engine: upstream base URL")] = None,
+    model: Annotated[str | None, typer.Option(help="Model the engine serves")] = None,
+    role: Annotated[str | None, typer.Option(help="primary or fallback")] = None,
+    weight: Annotated[float | None, typer.Option(help="Share of traffic among its role")] = None,
+    max_in_flight: Annotated[int | None, typer.Option(help="Shed traffic beyond this many requests")] = None,
+    remove: Annotated[bool, typer.Option("--remove", help="Remove the deployment from the route")] = False,
+    url: UrlOpt = "http://127.0.0.1:8000",
+    key: KeyOpt = None,
+) -> None:
+    """Add, change or remove a deployment of a route on a running Strata (recorded in the audit trail)."""
+    path = f"/admin/routes/{route}/deployments/{deployment}"
+    if remove:
+        call(url, key, "DELETE", path)
+        typer.echo(f"removed {deployment} from {route}")
+        return
+    try:
+        current = next(d for d in call(url, key, "GET", f"/admin/routes/{route}")["deployments"]
+                       if d["name"] == deployment)
+        current.pop("status", None)
+    except (NotFound, StopIteration):
+        current = {"name": deployment, "engine": {}}
+    if engine:
+        current["engine"] = {"type": engine}
+    engine_fields = {"base_url": base_url, "model": model}
+    current["engine"].update({k: v for k, v in engine_fields.items() if v is not None})
+    current.update({k: v for k, v in {"role": role, "weight": weight, "max_in_flight": max_in_flight}.items()
+                    if v is not None})
+    result = call(url, key, "PUT", path, current)
+    Console().print(_table(result["route"]))

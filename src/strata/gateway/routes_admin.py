@@ -1,0 +1,152 @@
+"""Admin API for routes: inspect them and change their deployments at run time, without a restart.
+
+Every change is validated like the config file, applied atomically to the router (requests in flight
+finish on what they started with; removed engines are closed once drained), recorded in the audit trail
+(who, when, before/after) and survives restarts (see ``routing.changes``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from pydantic import ValidationError
+from starlette.requests import Request
+from starlette.routing import Route
+
+from strata.config.settings import DeploymentConfig, RouteConfig
+from strata.engines.base import Engine
+from strata.engines.registry import build_engine
+from strata.errors import ConfigError, InvalidRequest, NotFound
+from strata.gateway.admin import guarded
+from strata.gateway.http import read_json
+from strata.gateway.state import AppState
+from strata.routing.router import Deployment
+
+log = logging.getLogger(__name__)
+
+
+def route_view(state: AppState, cfg: RouteConfig) -> dict[str, Any]:
+    out = cfg.model_dump(mode="json")
+    for d in out["deployments"]:
+        rt = state.router.deployments.get(d["name"])
+        h = state.health.get(d["name"])
+        d["status"] = {"breaker": rt.breaker.state if rt else None, "in_flight": rt.outstanding if rt else 0,
+                       "ready": h.ready if h else None, "engine_state": h.state if h else None}
+        d["engine"].pop("api_key", None)
+    return out
+
+
+def _route(state: AppState, name: str) -> RouteConfig:
+    cfg = state.router.routes.get(name)
+    if cfg is None:
+        raise NotFound(f"no route named {name!r}", param="route", code="route_not_found")
+    return cfg
+
+
+async def list_routes(state: AppState, request: Request) -> dict[str, Any]:
+    return {"object": "list", "data": [route_view(state, r) for r in state.router.routes.values()]}
+
+
+async def show_route(state: AppState, request: Request) -> dict[str, Any]:
+    return route_view(state, _route(state, request.path_params["route"]))
+
+
+async def route_changes(state: AppState, request: Request) -> dict[str, Any]:
+    name = request.path_params["route"]
+    return {"object": "list", "data": await asyncio.to_thread(state.route_changes.history, name)}
+
+
+async def put_deployment(state: AppState, request: Request) -> dict[str, Any]:
+    name, dep_name = request.path_params["route"], request.path_params["deployment"]
+    body = await read_json(request, 64 * 1024)
+    body.setdefault("name", dep_name)
+    dep = _validated(DeploymentConfig, body)
+    if dep.name != dep_name:
+        raise InvalidRequest("deployment name in the body differs from the URL", param="name")
+    owner = state.router.owner_of(dep_name)
+    if owner not in (None, name):
+        raise InvalidRequest(f"deployment {dep_name!r} already belongs to route {owner!r}", param="name")
+    old = state.router.routes.get(name)
+    deps = [d.model_dump() for d in old.deployments] if old else []
+    index = next((i for i, d in enumerate(deps) if d["name"] == dep_name), len(deps))
+    deps[index:index + 1] = [dep.model_dump()]
+    base = old.model_dump() if old else {"name": name}
+    new = _validated(RouteConfig, {**base, "deployments": deps})
+    action = "update_deployment" if old and any(d.name == dep_name for d in old.deployments) else "add_deployment"
+    return await apply_change(state, request, old, new, action)
+
+
+async def delete_deployment(state: AppState, request: Request) -> dict[str, Any]:
+    name, dep_name = request.path_params["route"], request.path_params["deployment"]
+    old = _route(state, name)
+    if not any(d.name == dep_name for d in old.deployments):
+        raise NotFound(f"route {name!r} has no deployment {dep_name!r}", param="deployment")
+    deps = [d.model_dump() for d in old.deployments if d.name != dep_name]
+    new = _validated(RouteConfig, {**old.model_dump(), "deployments": deps})
+    return await apply_change(state, request, old, new, "remove_deployment")
+
+
+async def reset_route(state: AppState, request: Request) -> dict[str, Any]:
+    name = request.path_params["route"]
+    old = _route(state, name)
+    original = next((r for r in state.settings.routes if r.name == name), None)
+    if original is None:
+        raise InvalidRequest(f"route {name!r} is not in the config file; remove its deployments instead")
+    return await apply_change(state, request, old, original, "reset", record_after=False)
+
+
+async def apply_change(state: AppState, request: Request, old: RouteConfig | None, new: RouteConfig,
+                       action: str, record_after: bool = True) -> dict[str, Any]:
+    """Build and start engines for new or changed deployments, swap the route in, record, drain the rest."""
+    before = {d.name: d for d in old.deployments} if old else {}
+    engines: dict[str, Engine] = {}
+    try:
+        for d in new.deployments:
+            if d.name not in before or before[d.name].engine != d.engine:
+                engines[d.name] = build_engine(d, state.settings)
+    except ConfigError as exc:
+        raise InvalidRequest(exc.message, param="engine") from None
+    for engine in engines.values():
+        await engine.start()
+    state.engines.update(engines)
+    removed = state.router.replace_route(new, engines)
+    actor = request.state.principal.key_id
+    change = await asyncio.to_thread(state.route_changes.record, new.name, action, actor, old,
+                                     new if record_after else None)
+    for dep in removed:
+        state.tasks.append(asyncio.create_task(_drain(state, dep), name=f"drain-{dep.cfg.name}"))
+    log.info("route %s: %s by %s", new.name, action, actor)
+    return {"route": route_view(state, new), "change": change}
+
+
+async def _drain(state: AppState, dep: Deployment) -> None:
+    """Close a replaced engine once its in-flight requests are done (bounded by graceful_timeout)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + state.settings.server.graceful_timeout
+    while dep.outstanding > 0 and loop.time() < deadline:
+        await asyncio.sleep(0.1)
+    if state.engines.get(dep.cfg.name) is dep.engine:
+        del state.engines[dep.cfg.name]
+        state.health.pop(dep.cfg.name, None)
+    await dep.engine.close()
+
+
+def _validated(model: type[Any], body: dict[str, Any]) -> Any:
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err["loc"]) or "body"
+        raise InvalidRequest(f"invalid {field}: {err['msg']}", param=field) from None
+
+
+routes = [
+    Route("/admin/routes", guarded(list_routes), methods=["GET"]),
+    Route("/admin/routes/{route}", guarded(show_route), methods=["GET"]),
+    Route("/admin/routes/{route}/changes", guarded(route_changes), methods=["GET"]),
+    Route("/admin/routes/{route}/reset", guarded(reset_route), methods=["POST"]),
+    Route("/admin/routes/{route}/deployments/{deployment}", guarded(put_deployment), methods=["PUT"]),
+    Route("/admin/routes/{route}/deployments/{deployment}", guarded(delete_deployment), methods=["DELETE"]),
+]

@@ -9,6 +9,12 @@ One server, behaviour chosen by the requested ``model``:
 - ``die``: closes the connection without answering (JSON) / after two chunks (SSE)
 - ``slow``: answers after 0.3 s (to keep requests in flight)
 - ``echo-auth``: replies with the Authorization header it received as the message content
+- ``whoami``: replies with the upstream's own ``name`` as the message content (which replica served it)
+- ``err429``: HTTP 429 (the upstream rate limits); ``err400``: HTTP 400 (it rejects the request)
+
+Several instances stand in for the replicas of one route: each counts the completion requests it
+received (``hits``), and setting ``mode`` to one of the names above makes it behave that way whatever
+model is asked for (flip it back to ``None`` to heal it). ``/v1/models`` always answers.
 
 It runs in its own thread and event loop so it is independent of the code under test.
 """
@@ -55,11 +61,18 @@ def _chunk(model: str, content: str | None, chat: bool, finish: str | None = Non
 
 
 async def _handle(request: web.Request) -> web.StreamResponse:
+    upstream = request.app[UPSTREAM]
+    upstream.hits += 1
     body = await request.json()
-    model = body.get("model", "ok")
+    model = upstream.mode or body.get("model", "ok")
     chat = request.path.endswith("/chat/completions")
     if model == "err500":
         return web.json_response({"error": {"message": "upstream exploded", "type": "server_error"}}, status=500)
+    if model == "err429":
+        return web.json_response({"error": {"message": "slow down", "type": "rate_limit_error"}}, status=429)
+    if model == "err400":
+        return web.json_response({"error": {"message": "upstream rejects this", "type": "invalid_request_error"}},
+                                 status=400)
     if model == "stall":
         await asyncio.sleep(60)
     if model == "slow":
@@ -68,7 +81,11 @@ async def _handle(request: web.Request) -> web.StreamResponse:
         assert request.transport is not None
         request.transport.abort()
         return web.Response()
-    content = request.headers.get("Authorization", "") if model == "echo-auth" else REPLY
+    content = REPLY
+    if model == "echo-auth":
+        content = request.headers.get("Authorization", "")
+    elif model == "whoami":
+        content = upstream.name
     if not body.get("stream"):
         return web.json_response(_completion(model, content, chat))
     return await _stream(request, body, model, chat)
@@ -114,12 +131,18 @@ async def _cancel_pending() -> None:
     await asyncio.gather(*tasks, return_exceptions=True)
 
 
+UPSTREAM: web.AppKey[FaultyUpstream] = web.AppKey("upstream")
+
+
 class FaultyUpstream:
     """Run the server in a background thread: ``with FaultyUpstream() as up: up.base_url``."""
 
-    def __init__(self) -> None:
+    def __init__(self, name: str | None = None) -> None:
         self.port = free_port()
+        self.name = name or f"upstream-{self.port}"
         self.base_url = f"http://127.0.0.1:{self.port}/v1"
+        self.mode: str | None = None
+        self.hits = 0
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._runner: web.AppRunner | None = None
@@ -131,6 +154,7 @@ class FaultyUpstream:
 
     async def _start(self) -> None:
         app = web.Application()
+        app[UPSTREAM] = self
         app.router.add_post("/v1/chat/completions", _handle)
         app.router.add_post("/v1/completions", _handle)
         app.router.add_post("/v1/embeddings", _embeddings)

@@ -84,6 +84,8 @@ async def delete_deployment(state: AppState, request: Request) -> dict[str, Any]
     if not any(d.name == dep_name for d in old.deployments):
         raise NotFound(f"route {name!r} has no deployment {dep_name!r}", param="deployment")
     deps = [d.model_dump() for d in old.deployments if d.name != dep_name]
+    if not any(d["role"] == "primary" for d in deps):
+        raise InvalidRequest(f"route {name!r} must keep at least one primary deployment", param="deployment")
     new = _validated(RouteConfig, {**old.model_dump(), "deployments": deps})
     return await apply_change(state, request, old, new, "remove_deployment")
 

@@ -120,13 +120,7 @@ class HttpEngine:
                 raw = await r.read()
                 if r.status >= 400:
                     raise upstream_status_error(self.name, r.status, raw)
-        try:
-            out = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            raise UpstreamError(f"upstream {self.name} sent invalid JSON") from exc
-        if not isinstance(out, dict):
-            raise UpstreamError(f"upstream {self.name} sent a non-object response")
-        return out
+        return _json_object(self.name, raw, "response")
 
     async def stream(self, kind: Kind, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         """Yield each SSE ``data:`` object; closing the iterator aborts the upstream request."""
@@ -142,7 +136,7 @@ class HttpEngine:
                     if payload == b"[DONE]":
                         done = True
                         break
-                    chunk = _parse_chunk(self.name, payload)
+                    chunk = _json_object(self.name, payload, "stream event")
                     if "error" in chunk and "choices" not in chunk:
                         raise UpstreamError(f"upstream {self.name} error: {_message(chunk)}")
                     yield chunk
@@ -182,14 +176,14 @@ class HttpEngine:
             self._session = None
 
 
-def _parse_chunk(name: str, payload: bytes) -> dict[str, Any]:
+def _json_object(name: str, payload: bytes, what: str) -> dict[str, Any]:
     try:
-        chunk = orjson.loads(payload)
-    except orjson.JSONDecodeError as exc:
-        raise UpstreamError(f"upstream {name} sent an invalid stream event") from exc
-    if not isinstance(chunk, dict):
-        raise UpstreamError(f"upstream {name} sent an invalid stream event")
-    return chunk
+        obj = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        obj = None
+    if not isinstance(obj, dict):
+        raise UpstreamError(f"upstream {name} sent an invalid {what} (not a JSON object)")
+    return obj
 
 
 def _message(obj: Any) -> str:

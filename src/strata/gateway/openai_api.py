@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import anyio
@@ -21,7 +21,7 @@ from strata.gateway.http import SSE_DONE, error_response, json_response, request
 from strata.gateway.pipeline import account, admit
 from strata.gateway.schemas import ChatRequest, CompletionRequest, EmbeddingRequest
 from strata.gateway.state import AppState
-from strata.routing.router import Target
+from strata.routing.router import Attempts, Target
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -58,12 +58,8 @@ async def _generation(request: Request, kind: Kind, schema: type) -> Response:
             return StreamingResponse(_relay(state, call, target, chunks, first, want_usage, started),
                                      media_type="text/event-stream",
                                      headers={"x-request-id": call.request_id, "cache-control": "no-cache"})
-        target, (result, started) = await call_engine(state, call, req, body, attempts,
-                                                      lambda t: _timed(t.engine.generate(kind, body)))
-        end(state, call, target, started)
-        call.take_usage(result.get("usage"))
-        result["model"] = call.route
-        return json_response(result, call.request_id)
+        target, response = await _answer(state, call, req, body, attempts, lambda t: t.engine.generate(kind, body))
+        return response
     except StrataError as exc:
         call.fail(exc)
         return error_response(exc, call.request_id)
@@ -73,6 +69,16 @@ async def _generation(request: Request, kind: Kind, schema: type) -> Response:
     finally:
         if not streaming:
             account(state, call, target)
+
+
+async def _answer(state: AppState, call: CallRecord, req: Any, body: dict[str, Any], attempts: Attempts,
+                  make: Callable[[Target], Awaitable[dict[str, Any]]]) -> tuple[Target, Response]:
+    """A JSON (non-streaming) answer: call the engine with retries and fallbacks, account usage, respond."""
+    target, (result, started) = await call_engine(state, call, req, body, attempts, lambda t: _timed(make(t)))
+    end(state, call, target, started)
+    call.take_usage(result.get("usage"))
+    result["model"] = call.route
+    return target, json_response(result, call.request_id)
 
 
 async def _timed(aw: Awaitable[T]) -> tuple[T, float]:
@@ -146,12 +152,8 @@ async def embeddings(request: Request) -> Response:
     target: Target | None = None
     try:
         body, req, attempts = await admit(state, request, call, EmbeddingRequest)
-        target, (result, started) = await call_engine(state, call, req, body, attempts,
-                                                      lambda t: _timed(t.engine.embed(body)))
-        end(state, call, target, started)
-        call.take_usage(result.get("usage"))
-        result["model"] = call.route
-        return json_response(result, call.request_id)
+        target, response = await _answer(state, call, req, body, attempts, lambda t: t.engine.embed(body))
+        return response
     except StrataError as exc:
         call.fail(exc)
         return error_response(exc, call.request_id)

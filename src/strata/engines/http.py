@@ -146,15 +146,15 @@ class HttpEngine:
                     r.close()
 
     async def _send(self, path: str, body: dict[str, Any]) -> aiohttp.ClientResponse:
-        """POST, retrying once when a pooled keep-alive connection turns out to be closed by the server.
-
-        The failure happens before the server read the request, so the retry cannot duplicate work.
+        """POST, retrying once when the request could not even be written to a pooled keep-alive connection
+        (the server had closed it). Only that case: a connection dropped after the request was sent may
+        mean the upstream already did the work, and that is left to the route's retry policy.
         """
         data = orjson.dumps(body)
         try:
             return await self.session.post(self.base_url + path, data=data, headers=self._headers)
-        except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
-            if isinstance(exc, aiohttp.ClientConnectorError):
+        except aiohttp.ClientOSError as exc:
+            if isinstance(exc, aiohttp.ClientConnectorError) or "write request body" not in str(exc):
                 raise
             log.debug("upstream %s: stale pooled connection (%s), retrying once", self.name, exc)
             return await self.session.post(self.base_url + path, data=data, headers=self._headers)

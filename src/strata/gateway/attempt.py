@@ -22,6 +22,15 @@ from strata.routing.router import Attempts, Target
 T = TypeVar("T")
 
 
+class ClientGone(StrataError):
+    status = 499
+    type = "client_error"
+    code = "client_disconnected"
+
+
+CANCELLED = ClientGone("The request was cancelled.")
+
+
 def retryable(exc: StrataError) -> bool:
     return isinstance(exc, UpstreamError | RateLimited)
 
@@ -41,6 +50,9 @@ async def call_engine(state: AppState, call: CallRecord, req: Any, body: dict[st
         started = begin(target)
         try:
             result = await _within(fn(target), deadline, route.name)
+        except asyncio.CancelledError:
+            end(state, call, target, started, CANCELLED)
+            raise
         except StrataError as exc:
             end(state, call, target, started, exc)
             if not retryable(exc):
@@ -64,13 +76,18 @@ def end(state: AppState, call: CallRecord, target: Target, started: float, exc: 
     """Close one attempt: in-flight count, breaker outcome, attempt metric and ledger entry."""
     target.runtime.outstanding -= 1
     name = target.deployment.name
+    breaker = target.runtime.breaker
     if exc is None:
-        target.runtime.breaker.success()
+        breaker.success()
         outcome = "ok"
     else:
         outcome = exc.code or exc.type
         if retryable(exc):
-            target.runtime.breaker.failure()
+            breaker.failure()
+        elif exc.status == 499:
+            breaker.release()  # the client left: says nothing about the deployment's health
+        else:
+            breaker.success()  # the upstream answered (e.g. a 400 for a bad request): it is alive
     state.metrics.attempts.labels(name, outcome).inc()
     call.attempts.append({"deployment": name, "outcome": outcome, "status": 200 if exc is None else exc.status,
                           "ms": round((time.perf_counter() - started) * 1000, 2)})

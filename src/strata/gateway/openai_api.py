@@ -15,7 +15,7 @@ from starlette.routing import Route
 
 from strata.engines.base import Kind
 from strata.errors import StrataError
-from strata.gateway.attempt import call_engine, end
+from strata.gateway.attempt import ClientGone, call_engine, end
 from strata.gateway.context import CallRecord, estimate_prompt_tokens
 from strata.gateway.http import SSE_DONE, error_response, json_response, request_id_of, sse_event
 from strata.gateway.pipeline import account, admit
@@ -25,7 +25,7 @@ from strata.routing.router import Attempts, Target
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-DISCONNECTED = StrataError("The client disconnected.", code="client_disconnected")
+DISCONNECTED = ClientGone("The client disconnected.")
 
 
 def _state(request: Request) -> AppState:

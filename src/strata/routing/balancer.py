@@ -31,7 +31,10 @@ def pick(cands: Sequence[Candidate], balancer: str, affinity_key: str | None, rn
     weights = [c.weight for c in cands]
     if balancer == "weighted":
         return rng.choices(cands, weights=weights)[0]
-    a, b = rng.choices(cands, weights=weights, k=2)
+    i = rng.choices(range(len(cands)), weights=weights)[0]
+    rest = [j for j in range(len(cands)) if j != i]
+    j = rng.choices(rest, weights=[weights[k] for k in rest])[0]  # two distinct choices
+    a, b = cands[i], cands[j]
     return a if a.outstanding / a.weight <= b.outstanding / b.weight else b
 
 

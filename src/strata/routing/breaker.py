@@ -49,6 +49,10 @@ class Breaker:
     def retry_after(self) -> float:
         return max(0.0, self.open_until - self.clock())
 
+    def release(self) -> None:
+        """The attempt ended without telling anything about health (e.g. the client left): free the probe."""
+        self.probing = False
+
     def success(self) -> None:
         self._record(True)
         self.consecutive = 0

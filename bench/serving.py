@@ -111,7 +111,7 @@ async def run(args: argparse.Namespace) -> dict[str, list[dict[str, float]]]:
                 res: dict[str, list[float]] = {"direct": [], "strata": []}
                 for _ in range(args.rounds):
                     for name, url in (("direct", direct), ("strata", gateway)):
-                        res[name].append(await level(url, "smollm2", c, c * args.per_stream, args.max_tokens))
+                        res[name].append(await level(url, "smollm2", c, max(c * args.per_stream, 8), args.max_tokens))
                 d, s = sum(res["direct"]) / args.rounds, sum(res["strata"]) / args.rounds
                 rows.append({"concurrency": c, "direct_tok_s": d, "strata_tok_s": s, "ratio": s / d})
                 print(f"c={c}: direct {d:.1f} tok/s, strata {s:.1f} tok/s, ratio {s / d:.3f}", flush=True)

@@ -65,7 +65,7 @@ def guarded(handler: Any) -> Any:
 
 
 async def create_key(state: AppState, request: Request) -> dict[str, Any]:
-    req: CreateKey = validate(CreateKey, await read_json(request, 64 * 1024))  # type: ignore[arg-type]
+    req: CreateKey = validate(CreateKey, await read_json(request, 64 * 1024))
     expires = datetime.now(UTC) + timedelta(days=req.expires_in_days) if req.expires_in_days else None
     check_routes(req.allowed_routes, list(state.router.routes))
     created = await asyncio.to_thread(state.keys.create, req.name, req.team, req.allowed_routes, expires,

@@ -23,7 +23,7 @@ from strata.config.settings import Settings
 from strata.engines.base import Engine, EngineHealth
 from strata.engines.registry import build_engine
 from strata.errors import InvalidRequest, NotFound, StrataError
-from strata.gateway import admin, health, openai_api, routes_admin
+from strata.gateway import admin, feedback_api, health, openai_api, routes_admin
 from strata.gateway.http import REQUEST_ID, error_response
 from strata.gateway.monitor import monitor_engines, start_engines
 from strata.gateway.state import AppState
@@ -70,7 +70,7 @@ def create_app(settings: Settings, state: AppState | None = None) -> Starlette:
             await _shutdown(state)
 
     app = Gateway(
-        routes=[*openai_api.routes, *admin.routes, *routes_admin.routes, *health.routes],
+        routes=[*openai_api.routes, *feedback_api.routes, *admin.routes, *routes_admin.routes, *health.routes],
         lifespan=lifespan,
         exception_handlers={HTTPException: _http_error, StrataError: _strata_error},  # type: ignore[dict-item]
     )

@@ -63,7 +63,7 @@ class EmbeddingRequest(_Open):
     user: str | None = Field(None, max_length=256)
 
 
-def validate(schema: type[_Open], body: dict[str, Any]) -> Any:
+def validate(schema: type[BaseModel], body: dict[str, Any]) -> Any:
     try:
         return schema.model_validate(body)
     except ValidationError as exc:

@@ -47,6 +47,10 @@ class LedgerWriter:
         if len(self._buffer) >= self.batch_size:
             self._wake.set()
 
+    def find_pending(self, request_id: str) -> dict[str, Any] | None:
+        """A row recorded but not written yet (newest first)."""
+        return next((r for r in reversed(self._buffer) if r["request_id"] == request_id), None)
+
     @property
     def pending(self) -> int:
         return len(self._buffer)

@@ -1,0 +1,32 @@
+"""Feedback on served requests: a score (user thumbs, an evaluator's grade) tied to the deployment that
+answered, so rollouts can compare deployments on quality, not only on latency and errors."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session
+
+from strata.store.tables import Feedback, LedgerRow
+
+
+def find_request(engine: Engine, request_id: str) -> dict[str, Any] | None:
+    """The newest ledger row of a request id (key, route, deployment), or None."""
+    q = (select(LedgerRow.key_id, LedgerRow.route, LedgerRow.deployment, LedgerRow.status)
+         .where(LedgerRow.request_id == request_id).order_by(LedgerRow.id.desc()).limit(1))
+    with engine.connect() as conn:
+        row = conn.execute(q).first()
+    return dict(row._mapping) if row else None
+
+
+def record_feedback(engine: Engine, served: dict[str, Any], request_id: str, key_id: str, name: str, score: float,
+                    comment: str | None) -> dict[str, Any]:
+    row = Feedback(at=datetime.now(UTC), request_id=request_id, key_id=key_id, route=served.get("route"),
+                   deployment=served.get("deployment"), name=name, score=score, comment=comment)
+    with Session(engine, expire_on_commit=False) as s, s.begin():
+        s.add(row)
+    return {"id": row.id, "object": "feedback", "request_id": request_id, "route": row.route,
+            "deployment": row.deployment, "name": name, "score": score, "comment": comment,
+            "created_at": row.at.isoformat()}

@@ -15,7 +15,7 @@ import httpx
 import openai
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy import create_engine, select
+from sqlalchemy import Table, create_engine, select
 
 from strata.store.tables import LedgerRow
 from tests.upstreams import free_port
@@ -107,14 +107,19 @@ def openai_route(name: str, base_url: str, model: str, **engine: Any) -> dict[st
     }]}
 
 
-def ledger_rows(data_dir: Path) -> list[dict[str, Any]]:
-    """Every row of the usage ledger in a data dir's SQLite database (no admin endpoint lists rows)."""
+def table_rows(data_dir: Path, table: Table) -> list[dict[str, Any]]:
+    """Every row of one table in a data dir's SQLite database."""
     engine = create_engine(f"sqlite:///{data_dir / 'strata.db'}")
     try:
         with engine.connect() as conn:
-            return [dict(r) for r in conn.execute(select(LedgerRow.__table__)).mappings()]
+            return [dict(r) for r in conn.execute(select(table)).mappings()]
     finally:
         engine.dispose()
+
+
+def ledger_rows(data_dir: Path) -> list[dict[str, Any]]:
+    """Every row of the usage ledger (no admin endpoint lists rows)."""
+    return table_rows(data_dir, LedgerRow.__table__)  # type: ignore[arg-type]
 
 
 def wait_for(probe: Callable[[], T | None], timeout: float, what: str, interval: float = 0.1) -> T:

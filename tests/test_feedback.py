@@ -7,21 +7,15 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import create_engine, select
 
 from strata.store.tables import Feedback
-from tests.servers import ADMIN_KEY
+from tests.servers import ADMIN_KEY, table_rows
 
 CHAT = {"model": "ok", "messages": [{"role": "user", "content": "hi"}]}
 
 
 def stored(data_dir: Path) -> list[dict]:
-    engine = create_engine(f"sqlite:///{data_dir / 'strata.db'}")
-    try:
-        with engine.connect() as conn:
-            return [dict(r) for r in conn.execute(select(Feedback.__table__)).mappings()]
-    finally:
-        engine.dispose()
+    return table_rows(data_dir, Feedback.__table__)  # type: ignore[arg-type]
 
 
 async def new_key(client: httpx.AsyncClient, team: str) -> str:

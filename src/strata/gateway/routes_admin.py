@@ -11,7 +11,6 @@ import asyncio
 import logging
 from typing import Any
 
-from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.routing import Route
 
@@ -21,6 +20,7 @@ from strata.engines.registry import build_engine
 from strata.errors import ConfigError, InvalidRequest, NotFound
 from strata.gateway.admin import guarded
 from strata.gateway.http import read_json
+from strata.gateway.schemas import validate
 from strata.gateway.state import AppState
 from strata.routing.router import Deployment
 
@@ -62,7 +62,7 @@ async def put_deployment(state: AppState, request: Request) -> dict[str, Any]:
     name, dep_name = request.path_params["route"], request.path_params["deployment"]
     body = await read_json(request, 64 * 1024)
     body.setdefault("name", dep_name)
-    dep = _validated(DeploymentConfig, body)
+    dep = validate(DeploymentConfig, body)
     if dep.name != dep_name:
         raise InvalidRequest("deployment name in the body differs from the URL", param="name")
     owner = state.router.owner_of(dep_name)
@@ -73,7 +73,7 @@ async def put_deployment(state: AppState, request: Request) -> dict[str, Any]:
     index = next((i for i, d in enumerate(deps) if d["name"] == dep_name), len(deps))
     deps[index:index + 1] = [dep.model_dump()]
     base = old.model_dump() if old else {"name": name}
-    new = _validated(RouteConfig, {**base, "deployments": deps})
+    new = validate(RouteConfig, {**base, "deployments": deps})
     action = "update_deployment" if old and any(d.name == dep_name for d in old.deployments) else "add_deployment"
     return await apply_change(state, request, old, new, action)
 
@@ -86,7 +86,7 @@ async def delete_deployment(state: AppState, request: Request) -> dict[str, Any]
     deps = [d.model_dump() for d in old.deployments if d.name != dep_name]
     if not any(d["role"] == "primary" for d in deps):
         raise InvalidRequest(f"route {name!r} must keep at least one primary deployment", param="deployment")
-    new = _validated(RouteConfig, {**old.model_dump(), "deployments": deps})
+    new = validate(RouteConfig, {**old.model_dump(), "deployments": deps})
     return await apply_change(state, request, old, new, "remove_deployment")
 
 
@@ -133,15 +133,6 @@ async def _drain(state: AppState, dep: Deployment) -> None:
         del state.engines[dep.cfg.name]
         state.health.pop(dep.cfg.name, None)
     await dep.engine.close()
-
-
-def _validated(model: type[Any], body: dict[str, Any]) -> Any:
-    try:
-        return model.model_validate(body)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        field = ".".join(str(p) for p in err["loc"]) or "body"
-        raise InvalidRequest(f"invalid {field}: {err['msg']}", param=field) from None
 
 
 routes = [

@@ -41,10 +41,23 @@ class DeploymentConfig(_Strict):
     engine: EngineConfig
     price: Price = Price()
     weight: float = Field(1.0, gt=0, description="Share of traffic among deployments of the same role")
-    role: Literal["primary", "fallback"] = Field(
-        "primary", description="primary: load-balanced; fallback: tried in order once every primary failed")
+    role: Literal["primary", "canary", "shadow", "fallback"] = Field(
+        "primary", description="primary: load-balanced; canary: gets `traffic`% of requests and is judged "
+        "against the primaries; shadow: gets a `traffic`% mirror the client never sees; fallback: tried in "
+        "order once every primary failed")
+    traffic: float | None = Field(None, gt=0, le=100, description="canary: % of requests it serves; "
+                                  "shadow: % of requests mirrored to it")
+    tier: Literal["cheap", "strong"] | None = Field(None, description="Complexity routing: which requests it takes")
     max_in_flight: int | None = Field(
         None, ge=1, description="Requests this deployment may hold at once; beyond it, traffic is shed")
+
+    @model_validator(mode="after")
+    def _traffic_for_role(self) -> DeploymentConfig:
+        if self.role in ("canary", "shadow") and self.traffic is None:
+            raise ValueError(f"deployment {self.name!r}: a {self.role} needs `traffic` (a percentage)")
+        if self.role not in ("canary", "shadow") and self.traffic is not None:
+            raise ValueError(f"deployment {self.name!r}: `traffic` is only for canary and shadow deployments")
+        return self
 
 
 class BreakerConfig(_Strict):
@@ -58,6 +71,70 @@ class BreakerConfig(_Strict):
     cooldown_max: float = Field(300.0, gt=0)
 
 
+class CanaryConfig(_Strict):
+    """How a canary is judged against the primaries and walked through its traffic steps.
+
+    Every analysis compares the canary with the primaries over the sliding ``window``. A metric counts
+    as worse only when the difference is both large (beyond its threshold) and significant (one-sided
+    test at ``confidence``, with at least ``min_requests`` on each side): ten requests never decide.
+    """
+
+    steps: list[float] = Field(default_factory=list, description="Traffic % plan, e.g. [5, 25, 50, 100]; "
+                               "empty: hold at the canary's traffic until `strata deploy promote`")
+    step_min_seconds: float = Field(300.0, ge=0, description="Minimum time on a step before the next")
+    step_min_requests: int = Field(50, ge=0, description="Minimum canary requests on a step before the next")
+    auto_promote: bool = Field(True, description="Promote by itself once the last step passes")
+    interval: float = Field(5.0, gt=0, description="Seconds between analyses")
+    window: float = Field(600.0, gt=0, description="Seconds of outcomes an analysis looks at")
+    min_requests: int = Field(30, ge=5, description="Outcomes needed on each side before a metric decides")
+    confidence: float = Field(0.99, ge=0.5, lt=1, description="One-sided confidence a difference must reach")
+    max_error_rate_increase: float = Field(0.02, ge=0, le=1, description="Canary error rate minus primary's")
+    max_latency_ratio: float = Field(1.5, ge=1, description="Canary p95 latency over primary's")
+    max_ttft_ratio: float = Field(1.5, ge=1, description="Canary p95 time to first token over primary's")
+    max_cost_ratio: float = Field(1.5, ge=1, description="Canary mean cost per request over primary's")
+    max_feedback_drop: float = Field(0.1, ge=0, description="Primary mean feedback score minus canary's")
+
+    @model_validator(mode="after")
+    def _steps_increase(self) -> CanaryConfig:
+        if any(not 0 < s <= 100 for s in self.steps) or self.steps != sorted(set(self.steps)):
+            raise ValueError("canary.steps must be increasing percentages in (0, 100]")
+        return self
+
+
+class ShadowConfig(_Strict):
+    """Comparing a shadow deployment's answers with the served ones."""
+
+    max_concurrency: int = Field(4, ge=1, description="Mirrored requests in flight at once; more are dropped")
+    agreement_route: str | None = Field("minilm", description="Embeddings route scoring answer agreement "
+                                        "(cosine similarity); null: exact match only")
+    store_chars: int = Field(4000, ge=0, description="Characters of each answer stored for review")
+
+
+class LabelledExample(_Strict):
+    text: str = Field(min_length=1)
+    hard: bool
+
+
+class ComplexityConfig(_Strict):
+    """Complexity routing: score each request 0..1 and send it to the cheap or the strong tier.
+
+    The transparent scorer is a weighted mean of three features, each in 0..1: prompt length, structure
+    (code, lists, several questions, reasoning words, math) and the share of "hard" labels among the
+    ``k`` nearest labelled examples by embedding (when ``examples`` and ``embeddings_route`` are set).
+    """
+
+    scorer: Literal["transparent"] = "transparent"
+    threshold: float = Field(0.5, ge=0, le=1, description="Score at or above which the strong tier serves")
+    length_weight: float = Field(1.0, ge=0)
+    structure_weight: float = Field(1.0, ge=0)
+    knn_weight: float = Field(2.0, ge=0)
+    long_prompt_chars: int = Field(2000, ge=1, description="Prompt length that scores 1 on the length feature")
+    embeddings_route: str | None = Field("minilm", description="Embeddings route for the nearest-neighbour feature")
+    k: int = Field(5, ge=1)
+    examples: list[LabelledExample] = Field(default_factory=list)
+    examples_file: Path | None = Field(None, description="JSONL of {\"text\": ..., \"hard\": true|false}")
+
+
 class RouteConfig(_Strict):
     """A public model name clients ask for, served by one or more deployments."""
 
@@ -69,12 +146,26 @@ class RouteConfig(_Strict):
     retry_backoff: float = Field(0.05, ge=0, description="Base seconds between attempts (jittered, doubling)")
     deadline: float | None = Field(None, gt=0, description="Total seconds for all attempts before the first byte")
     breaker: BreakerConfig = BreakerConfig()
+    canary: CanaryConfig = CanaryConfig()
+    shadow: ShadowConfig = ShadowConfig()
+    complexity: ComplexityConfig | None = Field(None, description="Make the route a complexity router")
 
     @model_validator(mode="after")
-    def _has_primary(self) -> RouteConfig:
-        if not any(d.role == "primary" for d in self.deployments):
+    def _roles(self) -> RouteConfig:
+        roles = [d.role for d in self.deployments]
+        if "primary" not in roles:
             raise ValueError(f"route {self.name!r} needs at least one deployment with role 'primary'")
+        for role in ("canary", "shadow"):
+            if roles.count(role) > 1:
+                raise ValueError(f"route {self.name!r} may have at most one {role} deployment")
+        tiers = {d.tier for d in self.deployments if d.role == "primary"}
+        if self.complexity is not None and not {"cheap", "strong"} <= tiers:
+            raise ValueError(f"route {self.name!r}: complexity routing needs primary deployments with "
+                             "tier 'cheap' and tier 'strong'")
         return self
+
+    def deployment(self, role: str) -> DeploymentConfig | None:
+        return next((d for d in self.deployments if d.role == role), None)
 
 
 class ServerSettings(_Strict):

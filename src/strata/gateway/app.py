@@ -19,19 +19,21 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
-from strata.config.settings import Settings
+from strata.config.settings import RouteConfig, Settings
 from strata.engines.base import Engine, EngineHealth
 from strata.engines.registry import build_engine
 from strata.errors import InvalidRequest, NotFound, StrataError
 from strata.gateway import admin, feedback_api, health, openai_api, routes_admin
 from strata.gateway.http import REQUEST_ID, error_response
-from strata.gateway.monitor import monitor_engines, start_engines
+from strata.gateway.monitor import analyse_canaries, monitor_engines, start_engines
 from strata.gateway.state import AppState
 from strata.governance.auth import Authenticator
 from strata.governance.keys import KeyStore
+from strata.observe.events import EventStore
 from strata.observe.ledger import LedgerWriter
 from strata.observe.metrics import Metrics
 from strata.routing.changes import RouteChangeStore, apply_overrides
+from strata.routing.rollout import Rollouts
 from strata.routing.router import Router
 from strata.store.db import open_database
 
@@ -53,9 +55,23 @@ def build_state(settings: Settings) -> AppState:
                           batch_size=settings.ledger.batch_size,
                           spill_path=settings.data_dir / "ledger-spill.jsonl")
     health: dict[str, EngineHealth] = {}
-    return AppState(settings=settings, db=db, keys=keys, auth=auth, metrics=metrics, ledger=ledger,
-                    router=Router(routes, engines, health), engines=engines, health=health,
-                    route_changes=route_changes)
+    router = Router(routes, engines, health)
+    events = EventStore(db, metrics)
+    rollouts = Rollouts(lambda: router.routes, _not_ready, events.emit)
+    state = AppState(settings=settings, db=db, keys=keys, auth=auth, metrics=metrics, ledger=ledger,
+                     router=router, engines=engines, health=health, route_changes=route_changes, events=events,
+                     rollouts=rollouts)
+
+    async def apply(old: RouteConfig, new: RouteConfig, action: str, actor: str, reason: str) -> None:
+        await routes_admin.apply_change(state, actor, old, new, action, reason=reason)
+
+    rollouts.apply = apply
+    state.refresh_scorers()
+    return state
+
+
+async def _not_ready(*args: object) -> None:
+    raise RuntimeError("rollouts used before the gateway state was built")
 
 
 def create_app(settings: Settings, state: AppState | None = None) -> Starlette:
@@ -124,15 +140,16 @@ async def _startup(state: AppState) -> None:
         asyncio.create_task(start_engines(state), name="start-engines"),
         asyncio.create_task(monitor_engines(state), name="monitor-engines"),
         asyncio.create_task(state.auth.sync_forever(state.settings.keys.sync_interval), name="key-sync"),
+        asyncio.create_task(analyse_canaries(state), name="canary-analysis"),
     ]
     gc.collect()
     gc.freeze()  # startup objects (modules, config, tables) never become garbage: keep them out of GC passes
 
 
 async def _shutdown(state: AppState) -> None:
-    for task in state.tasks:
+    for task in [*state.tasks, *state.background]:
         task.cancel()
-    await asyncio.gather(*state.tasks, return_exceptions=True)
+    await asyncio.gather(*state.tasks, *state.background, return_exceptions=True)
     await state.ledger.close()
     await asyncio.gather(*(e.close() for e in state.engines.values()), return_exceptions=True)
     state.db.dispose()

@@ -45,6 +45,7 @@ async def call_engine(state: AppState, call: CallRecord, req: Any, body: dict[st
     while (target := attempts.next()) is not None:
         check_context(req, target)
         call.deployment, call.engine = target.deployment.name, target.engine.engine_type
+        call.role = target.deployment.role
         call.model = target.engine.model
         body["model"] = target.engine.model
         started = begin(target)
@@ -84,6 +85,7 @@ def end(state: AppState, call: CallRecord, target: Target, started: float, exc: 
         outcome = exc.code or exc.type
         if retryable(exc):
             breaker.failure()
+            state.rollouts.record(target.route.name, target.deployment.role, False)
         elif exc.status == 499:
             breaker.release()  # the client left: says nothing about the deployment's health
         else:

@@ -59,6 +59,15 @@ class CallRecord:
     status: int = 200
     error_type: str | None = None
     cost: float = 0.0
+    latency_ms: float = 0.0
+    role: str | None = None  # of the deployment that answered
+    tier: str | None = None  # complexity routing
+    route_score: float | None = None
+    answer: list[str] | None = None  # the answer's text, collected only when a shadow will compare it
+
+    @property
+    def answer_text(self) -> str | None:
+        return "".join(self.answer) if self.answer is not None else None
 
     def fail(self, exc: StrataError) -> None:
         self.status = exc.status
@@ -81,6 +90,7 @@ class CallRecord:
 
     def to_row(self, finished: float) -> dict[str, Any]:
         latency = finished - self.started
+        self.latency_ms = latency * 1000
         ttft = tpot = None
         if self.first_token is not None:
             ttft = (self.first_token - self.started) * 1000
@@ -110,4 +120,7 @@ class CallRecord:
             "error_type": self.error_type,
             "cost_usd": self.cost,
             "attempts": self.attempts or None,
+            "role": self.role,
+            "tier": self.tier,
+            "route_score": self.route_score,
         }

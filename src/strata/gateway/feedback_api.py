@@ -45,6 +45,8 @@ async def feedback(request: Request) -> Response:
                            code="request_not_found")
         out = await asyncio.to_thread(record_feedback, state.db, served, req.request_id, principal.key_id,
                                       req.name, req.score, req.comment)
+        if served.get("route") and served.get("role"):
+            state.rollouts.feedback(served["route"], served["role"], req.score)
         return json_response(out, rid)
     except StrataError as exc:
         return error_response(exc, rid)

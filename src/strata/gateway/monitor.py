@@ -48,3 +48,15 @@ async def monitor_engines(state: AppState) -> None:
             m.deployment_in_flight.labels(name).set(dep.outstanding)
         m.ledger_pending.set(state.ledger.pending)
         await asyncio.sleep(state.settings.supervisor.health_interval)
+
+
+async def analyse_canaries(state: AppState) -> None:
+    """The canary control loop: analyse every canary that is due, step it up, promote or roll it back."""
+    while True:
+        try:
+            await state.rollouts.reconcile()
+        except Exception:  # a failed pass (e.g. the database briefly away) is retried on the next tick
+            log.exception("canary analysis failed")
+        for name, dep in state.router.canaries.items():
+            state.metrics.canary_traffic.labels(name, dep.name).set(dep.traffic or 0)
+        await asyncio.sleep(min((r.canary.interval for r in state.router.routes.values()), default=1.0))

@@ -20,8 +20,9 @@ from strata.gateway.context import CallRecord, estimate_prompt_tokens
 from strata.gateway.http import SSE_DONE, error_response, json_response, request_id_of, sse_event
 from strata.gateway.pipeline import account, admit
 from strata.gateway.schemas import ChatRequest, CompletionRequest, EmbeddingRequest
+from strata.gateway.shadow import answer_text, mirror, shadow_body
 from strata.gateway.state import AppState
-from strata.routing.router import Attempts, Target
+from strata.routing.router import Attempts, Deployment, Target
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -46,8 +47,12 @@ async def _generation(request: Request, kind: Kind, schema: type) -> Response:
     call = CallRecord(request_id_of(request, state.new_id), kind)
     target: Target | None = None
     streaming = False
+    shadow: tuple[Deployment, dict[str, Any]] | None = None
     try:
         body, req, attempts = await admit(state, request, call, schema)
+        if (mirror_to := state.router.shadow_for(attempts.route)) is not None:
+            shadow = mirror_to, shadow_body(body)
+            call.answer = []
         if req.stream:
             want_usage = bool(req.stream_options and req.stream_options.include_usage)
             call.prompt_estimate = estimate_prompt_tokens(body)
@@ -55,7 +60,7 @@ async def _generation(request: Request, kind: Kind, schema: type) -> Response:
             target, (chunks, first, started) = await call_engine(
                 state, call, req, body, attempts, lambda t: _first_chunk(t, kind, body))
             streaming = True
-            return StreamingResponse(_relay(state, call, target, chunks, first, want_usage, started),
+            return StreamingResponse(_relay(state, call, target, chunks, first, want_usage, started, shadow),
                                      media_type="text/event-stream",
                                      headers={"x-request-id": call.request_id, "cache-control": "no-cache"})
         target, response = await _answer(state, call, req, body, attempts, lambda t: t.engine.generate(kind, body))
@@ -68,7 +73,15 @@ async def _generation(request: Request, kind: Kind, schema: type) -> Response:
         raise
     finally:
         if not streaming:
-            account(state, call, target)
+            _done(state, call, target, shadow)
+
+
+def _done(state: AppState, call: CallRecord, target: Target | None,
+          shadow: tuple[Deployment, dict[str, Any]] | None) -> None:
+    """Account for the request; then, if it was served and is mirrored, start its shadow."""
+    account(state, call, target)
+    if shadow is not None and call.status == 200:
+        mirror(state, call, shadow[0], call.endpoint, shadow[1])  # type: ignore[arg-type]
 
 
 async def _answer(state: AppState, call: CallRecord, req: Any, body: dict[str, Any], attempts: Attempts,
@@ -77,6 +90,8 @@ async def _answer(state: AppState, call: CallRecord, req: Any, body: dict[str, A
     target, (result, started) = await call_engine(state, call, req, body, attempts, lambda t: _timed(make(t)))
     end(state, call, target, started)
     call.take_usage(result.get("usage"))
+    if call.answer is not None:
+        call.answer.append(answer_text(result))
     result["model"] = call.route
     return target, json_response(result, call.request_id)
 
@@ -94,7 +109,8 @@ async def _first_chunk(target: Target, kind: Kind, body: dict[str, Any]) -> tupl
 
 
 async def _relay(state: AppState, call: CallRecord, target: Target, chunks: AsyncIterator[dict[str, Any]],
-                 chunk: dict[str, Any] | None, want_usage: bool, started: float) -> AsyncIterator[bytes]:
+                 chunk: dict[str, Any] | None, want_usage: bool, started: float,
+                 shadow: tuple[Deployment, dict[str, Any]] | None) -> AsyncIterator[bytes]:
     itl = state.metrics.itl.labels(call.route, call.deployment)
     outcome: StrataError | None = DISCONNECTED
     try:
@@ -113,6 +129,8 @@ async def _relay(state: AppState, call: CallRecord, target: Target, chunks: Asyn
                     else:
                         itl.observe(now - (call.last_token or now))
                     call.last_token = now
+                    if call.answer is not None:
+                        call.answer.append(_token_text(choices[0]))
                 chunk["model"] = call.route
                 if not want_usage and usage:
                     chunk.pop("usage", None)
@@ -136,7 +154,12 @@ async def _relay(state: AppState, call: CallRecord, target: Target, chunks: Asyn
         with anyio.CancelScope(shield=True):
             await chunks.aclose()  # type: ignore[attr-defined]
         call.settle_stream_usage()
-        account(state, call, target)
+        _done(state, call, target, shadow)
+
+
+def _token_text(choice: dict[str, Any]) -> str:
+    delta = choice.get("delta")
+    return str((delta.get("content") if delta is not None else choice.get("text")) or "")
 
 
 def _has_token(choice: dict[str, Any]) -> bool:

@@ -34,7 +34,11 @@ async def admit(state: AppState, request: Request, call: CallRecord,
     call.stream = bool(getattr(req, "stream", False))
     route = state.router.resolve(req.model, call.principal, call.endpoint)
     call.route = route.name
-    attempts = state.router.attempts(route, request.headers.get("x-strata-affinity") or req.user)
+    if route.complexity is not None and (scorer := state.scorers.get(route.name)) is not None:
+        score = await scorer.score(body)
+        call.tier, call.route_score = score.tier, score.value
+        state.metrics.route_tier.labels(route.name, score.tier).inc()
+    attempts = state.router.attempts(route, request.headers.get("x-strata-affinity") or req.user, call.tier)
     state.metrics.in_flight.labels(call.route).inc()
     call.admitted = True
     return body, req, attempts
@@ -60,6 +64,9 @@ def account(state: AppState, call: CallRecord, target: Target | None) -> None:
         slots = getattr(target.deployment.engine, "n_parallel", 1)
         call.cost = request_cost(target.deployment.price, call.prompt_tokens, call.completion_tokens,
                                  finished - call.started, slots)
+    if call.status == 200 and call.role is not None:
+        state.rollouts.record(route, call.role, True, finished - call.started,
+                              call.first_token - call.started if call.first_token is not None else None, call.cost)
     if call.admitted:
         m.in_flight.labels(route).dec()
         m.duration.labels(route, deployment).observe(finished - call.started)

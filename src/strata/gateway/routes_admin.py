@@ -21,7 +21,9 @@ from strata.errors import ConfigError, InvalidRequest, NotFound
 from strata.gateway.admin import guarded
 from strata.gateway.http import read_json
 from strata.gateway.schemas import validate
+from strata.gateway.shadow import report
 from strata.gateway.state import AppState
+from strata.observe.usage import parse_window
 from strata.routing.router import Deployment
 
 log = logging.getLogger(__name__)
@@ -75,7 +77,7 @@ async def put_deployment(state: AppState, request: Request) -> dict[str, Any]:
     base = old.model_dump() if old else {"name": name}
     new = validate(RouteConfig, {**base, "deployments": deps})
     action = "update_deployment" if old and any(d.name == dep_name for d in old.deployments) else "add_deployment"
-    return await apply_change(state, request, old, new, action)
+    return await apply_change(state, actor_of(request), old, new, action)
 
 
 async def delete_deployment(state: AppState, request: Request) -> dict[str, Any]:
@@ -87,7 +89,7 @@ async def delete_deployment(state: AppState, request: Request) -> dict[str, Any]
     if not any(d["role"] == "primary" for d in deps):
         raise InvalidRequest(f"route {name!r} must keep at least one primary deployment", param="deployment")
     new = validate(RouteConfig, {**old.model_dump(), "deployments": deps})
-    return await apply_change(state, request, old, new, "remove_deployment")
+    return await apply_change(state, actor_of(request), old, new, "remove_deployment")
 
 
 async def reset_route(state: AppState, request: Request) -> dict[str, Any]:
@@ -96,11 +98,89 @@ async def reset_route(state: AppState, request: Request) -> dict[str, Any]:
     original = next((r for r in state.settings.routes if r.name == name), None)
     if original is None:
         raise InvalidRequest(f"route {name!r} is not in the config file; remove its deployments instead")
-    return await apply_change(state, request, old, original, "reset", record_after=False)
+    return await apply_change(state, actor_of(request), old, original, "reset", record_after=False)
 
 
-async def apply_change(state: AppState, request: Request, old: RouteConfig | None, new: RouteConfig,
-                       action: str, record_after: bool = True) -> dict[str, Any]:
+def actor_of(request: Request) -> str:
+    key_id: str = request.state.principal.key_id
+    return key_id
+
+
+async def start_rollout(state: AppState, request: Request) -> dict[str, Any]:
+    """Start a canary or a shadow: a new deployment like the primary, with another model or engine."""
+    role = request.url.path.rsplit("/", 1)[-1]
+    old = _route(state, request.path_params["route"])
+    if (current := old.deployment(role)) is not None:
+        what = "promote or roll it back" if role == "canary" else "remove it"
+        raise InvalidRequest(f"route {old.name!r} already has a {role} ({current.name}); {what} first",
+                             param="route", code=f"{role}_exists")
+    body = await read_json(request, 64 * 1024)
+    primary = next(d for d in old.deployments if d.role == "primary")
+    dep = primary.model_dump(exclude={"name", "role", "weight", "traffic"})
+    dep["engine"] = {**dep["engine"], **(body.get("engine") or {})}
+    if body.get("model"):
+        dep["engine"]["model"] = body["model"]
+    if "price" in body:
+        dep["price"] = body["price"]
+    name = body.get("name") or f"{old.name}-{role}"
+    steps = body.get("steps")
+    traffic = body.get("traffic") or (steps[0] if steps else None)
+    if traffic is None:
+        raise InvalidRequest(f"a {role} needs `traffic` (a percentage)", param="traffic")
+    owner = state.router.owner_of(name)
+    if owner is not None:
+        raise InvalidRequest(f"deployment {name!r} already exists in route {owner!r}", param="name")
+    new_dep = validate(DeploymentConfig, {**dep, "name": name, "role": role, "traffic": traffic})
+    base = old.model_dump()
+    if role == "canary" and (steps is not None or body.get("canary")):
+        base["canary"] = {**base["canary"], **(body.get("canary") or {}), **({"steps": steps} if steps else {})}
+    new = validate(RouteConfig, {**base, "deployments": [*base["deployments"], new_dep.model_dump()]})
+    return await apply_change(state, actor_of(request), old, new, f"start_{role}",
+                              reason=body.get("reason") or f"{role} {name} at {traffic:g}%")
+
+
+async def promote(state: AppState, request: Request) -> dict[str, Any]:
+    name = request.path_params["route"]
+    await state.rollouts.promote(name, actor_of(request), await _reason(request, "promoted by operator"))
+    return {"route": route_view(state, _route(state, name))}
+
+
+async def rollback(state: AppState, request: Request) -> dict[str, Any]:
+    name = request.path_params["route"]
+    await state.rollouts.rollback(name, actor_of(request), await _reason(request, "rolled back by operator"))
+    return {"route": route_view(state, _route(state, name))}
+
+
+async def _reason(request: Request, default: str) -> str:
+    body = await read_json(request, 16 * 1024) if await request.body() else {}
+    reason = body.get("reason") if isinstance(body, dict) else None
+    return str(reason) if reason else default
+
+
+async def rollout_status(state: AppState, request: Request) -> dict[str, Any]:
+    name = _route(state, request.path_params["route"]).name
+    events = await asyncio.to_thread(state.events.list, None, name, 20)
+    return {"route": name, "rollout": state.rollouts.status(name), "events": events}
+
+
+async def shadow_report(state: AppState, request: Request) -> dict[str, Any]:
+    name = _route(state, request.path_params["route"]).name
+    since = request.query_params.get("since")
+    try:
+        window = parse_window(since) if since else None
+    except ValueError as exc:
+        raise InvalidRequest(str(exc), param="since") from None
+    return await asyncio.to_thread(report, state.db, name, window)
+
+
+async def list_events(state: AppState, request: Request) -> dict[str, Any]:
+    q = request.query_params
+    data = await asyncio.to_thread(state.events.list, q.get("kind"), q.get("subject"), 100)
+    return {"object": "list", "data": data}
+
+
+async def apply_change(state: AppState, actor: str, old: RouteConfig | None, new: RouteConfig,
+                       action: str, record_after: bool = True, reason: str | None = None) -> dict[str, Any]:
     """Build and start engines for new or changed deployments, swap the route in, record, drain the rest."""
     before = {d.name: d for d in old.deployments} if old else {}
     engines: dict[str, Engine] = {}
@@ -114,9 +194,10 @@ async def apply_change(state: AppState, request: Request, old: RouteConfig | Non
         await engine.start()
     state.engines.update(engines)
     removed = state.router.replace_route(new, engines)
-    actor = request.state.principal.key_id
+    state.rollouts.sync()
+    state.refresh_scorers()
     change = await asyncio.to_thread(state.route_changes.record, new.name, action, actor, old,
-                                     new if record_after else None)
+                                     new if record_after else None, reason)
     for dep in removed:
         state.tasks.append(asyncio.create_task(_drain(state, dep), name=f"drain-{dep.cfg.name}"))
     log.info("route %s: %s by %s", new.name, action, actor)
@@ -142,4 +223,11 @@ routes = [
     Route("/admin/routes/{route}/reset", guarded(reset_route), methods=["POST"]),
     Route("/admin/routes/{route}/deployments/{deployment}", guarded(put_deployment), methods=["PUT"]),
     Route("/admin/routes/{route}/deployments/{deployment}", guarded(delete_deployment), methods=["DELETE"]),
+    Route("/admin/routes/{route}/canary", guarded(start_rollout), methods=["POST"]),
+    Route("/admin/routes/{route}/shadow", guarded(start_rollout), methods=["POST"]),
+    Route("/admin/routes/{route}/promote", guarded(promote), methods=["POST"]),
+    Route("/admin/routes/{route}/rollback", guarded(rollback), methods=["POST"]),
+    Route("/admin/routes/{route}/rollout", guarded(rollout_status), methods=["GET"]),
+    Route("/admin/routes/{route}/shadow", guarded(shadow_report), methods=["GET"]),
+    Route("/admin/events", guarded(list_events), methods=["GET"]),
 ]

@@ -4,18 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy import Engine as DbEngine
 
-from strata.config.settings import Settings
+from strata.config.settings import RouteConfig, Settings
 from strata.engines.base import Engine, EngineHealth
 from strata.gateway.context import RequestIds
 from strata.governance.auth import Authenticator
 from strata.governance.keys import KeyStore
+from strata.observe.events import EventStore
 from strata.observe.ledger import LedgerWriter
 from strata.observe.metrics import Metrics
 from strata.routing.changes import RouteChangeStore
+from strata.routing.complexity import Embed, Scorer, TransparentScorer
+from strata.routing.rollout import Rollouts
 from strata.routing.router import Router
 
 
@@ -30,7 +35,39 @@ class AppState:
     router: Router
     engines: dict[str, Engine]
     route_changes: RouteChangeStore
+    events: EventStore
+    rollouts: Rollouts
     new_id: RequestIds = field(default_factory=RequestIds)
     started_at: float = field(default_factory=time.time)
     health: dict[str, EngineHealth] = field(default_factory=dict)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    background: set[asyncio.Task[None]] = field(default_factory=set)  # shadow mirrors
+    shadow_running: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
+    scorers: dict[str, Scorer] = field(default_factory=dict)
+
+    def refresh_scorers(self) -> None:
+        """One complexity scorer per router route; rebuilt when the route's complexity config changes."""
+        for name, route in self.router.routes.items():
+            current = self.scorers.get(name)
+            if route.complexity is None:
+                self.scorers.pop(name, None)
+            elif not (isinstance(current, TransparentScorer) and current.cfg == route.complexity):
+                embed = self.embedder(route.complexity.embeddings_route)
+                self.scorers[name] = TransparentScorer(route.complexity, embed)
+
+    def embedder(self, route_name: str | None) -> Embed | None:
+        """Embeddings through a route's deployments (e.g. the bundled MiniLM), for scoring and comparing."""
+        if route_name is None:
+            return None
+
+        async def embed(texts: list[str]) -> list[list[float]]:
+            route: RouteConfig | None = self.router.routes.get(route_name)
+            if route is None:
+                raise LookupError(f"no embeddings route {route_name!r}")
+            target = self.router.attempts(route).next()
+            if target is None:
+                raise LookupError(f"no deployment of {route_name!r} is available")
+            result: dict[str, Any] = await target.engine.embed({"model": target.engine.model, "input": texts})
+            return [d["embedding"] for d in sorted(result["data"], key=lambda d: d["index"])]
+
+        return embed

@@ -6,16 +6,17 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, or_, select
 from sqlalchemy.orm import Session
 
 from strata.store.tables import Feedback, LedgerRow
 
 
 def find_request(engine: Engine, request_id: str) -> dict[str, Any] | None:
-    """The newest ledger row of a request id (key, route, deployment), or None."""
-    q = (select(LedgerRow.key_id, LedgerRow.route, LedgerRow.deployment, LedgerRow.status)
-         .where(LedgerRow.request_id == request_id).order_by(LedgerRow.id.desc()).limit(1))
+    """The served ledger row of a request id (key, route, deployment, role), or None."""
+    q = (select(LedgerRow.key_id, LedgerRow.route, LedgerRow.deployment, LedgerRow.role, LedgerRow.status)
+         .where(LedgerRow.request_id == request_id, or_(LedgerRow.role.is_(None), LedgerRow.role != "shadow"))
+         .order_by(LedgerRow.id.desc()).limit(1))
     with engine.connect() as conn:
         row = conn.execute(q).first()
     return dict(row._mapping) if row else None

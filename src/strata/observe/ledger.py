@@ -48,8 +48,9 @@ class LedgerWriter:
             self._wake.set()
 
     def find_pending(self, request_id: str) -> dict[str, Any] | None:
-        """A row recorded but not written yet (newest first)."""
-        return next((r for r in reversed(self._buffer) if r["request_id"] == request_id), None)
+        """The served row of a request recorded but not written yet (not its shadow's)."""
+        return next((r for r in reversed(self._buffer) if r["request_id"] == request_id and r.get("role") != "shadow"),
+                    None)
 
     @property
     def pending(self) -> int:

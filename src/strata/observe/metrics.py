@@ -43,6 +43,14 @@ class Metrics:
                              ["deployment"], registry=r)
         self.deployment_in_flight = Gauge("strata_deployment_in_flight", "Requests held by a deployment",
                                           ["deployment"], registry=r)
+        self.events = Counter("strata_events", "Operator events (canary_rollback, canary_promote, canary_step)",
+                              ["kind"], registry=r)
+        self.canary_traffic = Gauge("strata_canary_traffic_percent", "Share of a route's requests sent to its canary",
+                                    ["route", "deployment"], registry=r)
+        self.shadow_requests = Counter("strata_shadow_requests", "Mirrored requests, by outcome (ok, error, dropped)",
+                                       ["route", "deployment", "outcome"], registry=r)
+        self.route_tier = Counter("strata_route_tier_requests", "Complexity-routed requests by chosen tier",
+                                  ["route", "tier"], registry=r)
         self.ledger_written = Counter("strata_ledger_rows_written", "Ledger rows persisted", registry=r)
         self.ledger_pending = Gauge("strata_ledger_pending_rows", "Ledger rows waiting to be written", registry=r)
         self.ledger_errors = Counter("strata_ledger_write_errors", "Failed ledger batch writes", registry=r)

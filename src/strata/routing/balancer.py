@@ -38,7 +38,12 @@ def pick(cands: Sequence[Candidate], balancer: str, affinity_key: str | None, rn
     return a if a.outstanding / a.weight <= b.outstanding / b.weight else b
 
 
+def unit_hash(key: str) -> float:
+    """A stable pseudo-random number in [0, 1) for a key."""
+    digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64
+
+
 def _hrw_score(key: str, cand: Candidate) -> float:
-    digest = hashlib.blake2b(f"{key}\0{cand.name}".encode(), digest_size=8).digest()
-    unit = (int.from_bytes(digest, "big") + 1) / 2**64  # in (0, 1]
+    unit = 1 - unit_hash(f"{key}\0{cand.name}")  # in (0, 1]
     return -cand.weight / math.log(unit) if unit < 1 else math.inf

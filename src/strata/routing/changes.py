@@ -21,8 +21,8 @@ class RouteChangeStore:
         self.engine = engine
 
     def record(self, route: str, action: str, actor: str, before: RouteConfig | None,
-               after: RouteConfig | None) -> dict[str, Any]:
-        row = RouteChange(at=datetime.now(UTC), actor=actor, route=route, action=action,
+               after: RouteConfig | None, reason: str | None = None) -> dict[str, Any]:
+        row = RouteChange(at=datetime.now(UTC), actor=actor, route=route, action=action, reason=reason,
                           before=before.model_dump(mode="json") if before else None,
                           after=after.model_dump(mode="json") if after else None)
         with Session(self.engine, expire_on_commit=False) as s, s.begin():
@@ -46,7 +46,7 @@ class RouteChangeStore:
 def change_view(row: RouteChange) -> dict[str, Any]:
     at = row.at if row.at.tzinfo else row.at.replace(tzinfo=UTC)
     return {"id": row.id, "at": at.isoformat(), "actor": row.actor, "route": row.route, "action": row.action,
-            "before": row.before, "after": row.after}
+            "reason": row.reason, "before": row.before, "after": row.after}
 
 
 def apply_overrides(routes: list[RouteConfig], overrides: dict[str, RouteConfig | None]) -> list[RouteConfig]:

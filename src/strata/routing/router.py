@@ -1,8 +1,10 @@
 """Resolve a request's ``model`` to a route, then plan its attempts across the route's deployments.
 
-A request's plan: up to ``1 + retries`` attempts on primary deployments (balanced; untried ones first),
-then each fallback deployment in config order. Deployments that are ejected (breaker open), not ready
-(active health check) or full (``max_in_flight``) are skipped. The plan is consumed lazily by the
+A request's plan: the canary first for its ``traffic`` share of requests (sticky per affinity key),
+then up to ``1 + retries`` attempts on primary deployments (balanced; untried ones first; on a
+complexity router, those of the request's tier first), then each fallback deployment in config order.
+Deployments that are ejected (breaker open), not ready (active health check) or full (``max_in_flight``)
+are skipped. The plan is consumed lazily by the
 gateway, which only moves to the next attempt before the first byte reaches the client.
 """
 
@@ -17,7 +19,7 @@ from strata.config.settings import DeploymentConfig, RouteConfig
 from strata.engines.base import Engine, EngineHealth
 from strata.errors import InvalidRequest, NotFound, PermissionDenied, UpstreamUnavailable
 from strata.governance.keys import Principal
-from strata.routing.balancer import Candidate, pick
+from strata.routing.balancer import Candidate, pick, unit_hash
 from strata.routing.breaker import Breaker
 
 # which endpoints each engine type can serve
@@ -59,13 +61,16 @@ class Attempts:
     route: RouteConfig
     affinity_key: str | None
     primary_left: int
+    tier: str | None = None
     tried: list[str] = field(default_factory=list)
-    fallbacks_done: bool = False
 
     def next(self) -> Target | None:
+        if not self.tried and (canary := self.router.canary_for(self.route, self.affinity_key)) is not None:
+            self.tried.append(canary.cfg.name)
+            return self.router.target(self.route, canary)
         if self.primary_left > 0:
             self.primary_left -= 1
-            chosen = self.router.choose(self.route, "primary", self.affinity_key, self.tried)
+            chosen = self.router.choose(self.route, "primary", self.affinity_key, self.tried, self.tier)
             if chosen is not None:
                 self.tried.append(chosen.cfg.name)
                 return self.router.target(self.route, chosen)
@@ -96,6 +101,18 @@ class Router:
         self.deployments = {d.name: Deployment(d, engines[d.name], Breaker(r.breaker, clock))
                             for r in routes for d in r.deployments}
         self.rng = rng or random.Random()
+        self.canaries: dict[str, DeploymentConfig] = {}
+        self.shadows: dict[str, DeploymentConfig] = {}
+        for r in routes:
+            self._index(r)
+
+    def _index(self, route: RouteConfig) -> None:
+        for role, table in (("canary", self.canaries), ("shadow", self.shadows)):
+            dep = route.deployment(role)
+            if dep is None:
+                table.pop(route.name, None)
+            else:
+                table[route.name] = dep
 
     def replace_route(self, cfg: RouteConfig, engines: dict[str, Engine]) -> list[Deployment]:
         """Swap in a route's new config at run time; returns the deployments it no longer has.
@@ -119,6 +136,7 @@ class Router:
             rt.breaker.cfg = cfg.breaker
         removed += [self.deployments.pop(n) for n in gone]
         self.routes[cfg.name] = cfg
+        self._index(cfg)
         return removed
 
     def owner_of(self, deployment: str) -> str | None:
@@ -136,8 +154,27 @@ class Router:
                                  param="model", code="unsupported_endpoint")
         return route
 
-    def attempts(self, route: RouteConfig, affinity_key: str | None = None) -> Attempts:
-        return Attempts(self, route, affinity_key if route.affinity else None, 1 + route.retries)
+    def attempts(self, route: RouteConfig, affinity_key: str | None = None, tier: str | None = None) -> Attempts:
+        return Attempts(self, route, affinity_key if route.affinity else None, 1 + route.retries, tier)
+
+    def canary_for(self, route: RouteConfig, affinity_key: str | None) -> Deployment | None:
+        """The canary, for its traffic share of requests: by affinity key when there is one (stable A/B)."""
+        cfg = self.canaries.get(route.name)
+        if cfg is None or cfg.traffic is None:
+            return None
+        draw = unit_hash(f"{route.name}\0{affinity_key}") if affinity_key else self.rng.random()
+        if draw * 100 >= cfg.traffic:
+            return None
+        d = self.deployments[cfg.name]
+        return d if d.breaker.available() and not d.full and self._ready(cfg.name) else None
+
+    def shadow_for(self, route: RouteConfig) -> Deployment | None:
+        """The shadow deployment, for its mirrored share of requests."""
+        cfg = self.shadows.get(route.name)
+        if cfg is None or cfg.traffic is None or self.rng.random() * 100 >= cfg.traffic:
+            return None
+        d = self.deployments[cfg.name]
+        return d if d.breaker.available() and self._ready(cfg.name) else None
 
     def usable(self, route: RouteConfig, role: str) -> list[Deployment]:
         """Deployments of a role that may take a request now; unready ones only if nothing else is."""
@@ -146,8 +183,11 @@ class Router:
         ready = [d for d in open_ if self._ready(d.cfg.name)]
         return ready or open_
 
-    def choose(self, route: RouteConfig, role: str, affinity_key: str | None, tried: list[str]) -> Deployment | None:
+    def choose(self, route: RouteConfig, role: str, affinity_key: str | None, tried: list[str],
+               tier: str | None = None) -> Deployment | None:
         usable = self.usable(route, role)
+        if tier is not None:
+            usable = [d for d in usable if d.cfg.tier == tier] or usable  # the other tier if this one is down
         fresh = [d for d in usable if d.cfg.name not in tried] or usable
         if not fresh:
             return None

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, Index, Integer, String
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, Index, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -60,6 +60,9 @@ class LedgerRow(Base):
     error_type: Mapped[str | None] = mapped_column(String(64), nullable=True)
     cost_usd: Mapped[float] = mapped_column(Float, default=0.0)
     attempts: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, nullable=True)
+    role: Mapped[str | None] = mapped_column(String(16), nullable=True)  # of the deployment that answered
+    tier: Mapped[str | None] = mapped_column(String(16), nullable=True)  # complexity routing: cheap | strong
+    route_score: Mapped[float | None] = mapped_column(Float, nullable=True)  # complexity score, 0..1
 
     __table_args__ = (
         Index("ix_ledger_started_at", "started_at"),
@@ -80,6 +83,7 @@ class RouteChange(Base):
     action: Mapped[str] = mapped_column(String(64))
     before: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     after: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    reason: Mapped[str | None] = mapped_column(String(2000), nullable=True)
 
 
 class Feedback(Base):
@@ -97,3 +101,46 @@ class Feedback(Base):
     name: Mapped[str] = mapped_column(String(64))
     score: Mapped[float] = mapped_column(Float)
     comment: Mapped[str | None] = mapped_column(String(2000), nullable=True)
+
+
+class Event(Base):
+    """Something an operator should know happened: a canary rolled back or promoted, a budget crossed."""
+
+    __tablename__ = "events"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+                                    autoincrement=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    kind: Mapped[str] = mapped_column(String(64))
+    subject: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    message: Mapped[str] = mapped_column(String(2000))
+    data: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+
+    __table_args__ = (Index("ix_events_kind_at", "kind", "at"),)
+
+
+class ShadowResult(Base):
+    """One mirrored request: the served answer next to the shadow deployment's, and how they compare."""
+
+    __tablename__ = "shadow_results"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+                                    autoincrement=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    request_id: Mapped[str] = mapped_column(String(128))
+    route: Mapped[str] = mapped_column(String(200))
+    primary_deployment: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    shadow_deployment: Mapped[str] = mapped_column(String(200))
+    primary_answer: Mapped[str | None] = mapped_column(Text, nullable=True)
+    shadow_answer: Mapped[str | None] = mapped_column(Text, nullable=True)
+    primary_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
+    shadow_ms: Mapped[float | None] = mapped_column(Float, nullable=True)
+    primary_tokens: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    shadow_tokens: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    primary_cost: Mapped[float | None] = mapped_column(Float, nullable=True)
+    shadow_cost: Mapped[float | None] = mapped_column(Float, nullable=True)
+    shadow_error: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    exact_match: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    agreement: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+    __table_args__ = (Index("ix_shadow_results_route_at", "route", "at"),)

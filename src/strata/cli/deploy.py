@@ -10,6 +10,7 @@ new model versions (canary with steps, shadow), through its admin API.
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any
 
 import typer
@@ -36,6 +37,19 @@ def percent(text: str | None, what: str) -> float | None:
     return value
 
 
+def settings_pairs(pairs: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.strip():
+            raise InvalidRequest(f"--analysis takes KEY=VALUE, e.g. max_ttft_ratio=3 (got {pair!r})")
+        try:
+            out[name.strip()] = json.loads(value)
+        except ValueError:
+            out[name.strip()] = value
+    return out
+
+
 def seconds(text: str | None) -> float | None:
     if text is None:
         return None
@@ -57,6 +71,9 @@ def deploy(
     step: Annotated[str | None, typer.Option(help="Canary plan, e.g. 5,25,50,100 (percent)")] = None,
     step_min_time: Annotated[str | None, typer.Option(help="Minimum time per step, e.g. 5m")] = None,
     step_min_requests: Annotated[int | None, typer.Option(help="Minimum canary requests per step")] = None,
+    analysis: Annotated[list[str] | None, typer.Option(help="Canary analysis setting KEY=VALUE, e.g. "
+                                                       "max_ttft_ratio=3 (repeatable; see `canary:` in the README)")]
+    = None,
     engine: Annotated[str | None, typer.Option(help="Engine type for a new deployment: openai, llamacpp, …")] = None,
     base_url: Annotated[str | None, typer.Option(help="openai engine: upstream base URL")] = None,
     role: Annotated[str | None, typer.Option(help="primary or fallback")] = None,
@@ -88,7 +105,8 @@ def deploy(
                 body["steps"] = [float(s.strip().removesuffix("%")) for s in step.split(",") if s.strip()]
             except ValueError:
                 raise InvalidRequest(f"--step must be percentages separated by commas (got {step!r})") from None
-        plan = {"step_min_seconds": seconds(step_min_time), "step_min_requests": step_min_requests}
+        plan: dict[str, Any] = {"step_min_seconds": seconds(step_min_time), "step_min_requests": step_min_requests}
+        plan |= settings_pairs(analysis or [])
         if any(v is not None for v in plan.values()):
             body["canary"] = {k: v for k, v in plan.items() if v is not None}
         result = call(url, key, "POST", f"/admin/routes/{route}/{which}", body)

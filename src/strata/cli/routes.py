@@ -79,10 +79,10 @@ def changes(route: str, url: UrlOpt = "http://127.0.0.1:8000", key: KeyOpt = Non
     if as_json:
         print_json(data)
         return
-    table = Table("id", "at", "actor", "action", "deployments after")
+    table = Table("id", "at", "actor", "action", "deployments after", "reason")
     for c in data:
         after = ", ".join(d["name"] for d in (c["after"] or {}).get("deployments", [])) or "(config file)"
-        table.add_row(str(c["id"]), c["at"], c["actor"], c["action"], after)
+        table.add_row(str(c["id"]), c["at"], c["actor"], c["action"], after, c.get("reason") or "")
     Console().print(table)
 
 

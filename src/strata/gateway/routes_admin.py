@@ -122,7 +122,7 @@ async def start_rollout(state: AppState, request: Request) -> dict[str, Any]:
         dep["engine"]["model"] = body["model"]
     if "price" in body:
         dep["price"] = body["price"]
-    name = body.get("name") or f"{old.name}-{role}"
+    name = body.get("name") or _free_name(state, f"{old.name}-{role}")
     steps = body.get("steps")
     traffic = body.get("traffic") or (steps[0] if steps else None)
     if traffic is None:
@@ -137,6 +137,16 @@ async def start_rollout(state: AppState, request: Request) -> dict[str, Any]:
     new = validate(RouteConfig, {**base, "deployments": [*base["deployments"], new_dep.model_dump()]})
     return await apply_change(state, actor_of(request), old, new, f"start_{role}",
                               reason=body.get("reason") or f"{role} {name} at {traffic:g}%")
+
+
+def _free_name(state: AppState, base: str) -> str:
+    """``base``, or ``base-2``, ``base-3``… when a promoted canary already carries the name."""
+    n = 1
+    name = base
+    while state.router.owner_of(name) is not None:
+        n += 1
+        name = f"{base}-{n}"
+    return name
 
 
 async def promote(state: AppState, request: Request) -> dict[str, Any]:

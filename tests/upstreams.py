@@ -12,6 +12,9 @@ One server, behaviour chosen by the requested ``model``:
 - ``whoami``: replies with the upstream's own ``name`` as the message content (which replica served it)
 - ``err429``: HTTP 429 (the upstream rate limits); ``err400``: HTTP 400 (it rejects the request)
 
+``/v1/embeddings`` answers with ``letter_counts`` of each input, so equal texts embed equally and
+different texts differently.
+
 Several instances stand in for the replicas of one route: each counts the completion requests it
 received (``hits``), and setting ``mode`` to one of the names above makes it behave that way whatever
 model is asked for (flip it back to ``None`` to heal it). ``/v1/models`` always answers.
@@ -112,6 +115,12 @@ async def _stream(request: web.Request, body: dict[str, Any], model: str, chat: 
     return resp
 
 
+def letter_counts(text: str) -> list[float]:
+    """A deterministic embedding: how often each letter a-z occurs, plus one (never the zero vector)."""
+    lower = text.lower()
+    return [float(lower.count(c)) for c in "abcdefghijklmnopqrstuvwxyz"] + [1.0]
+
+
 async def _models(request: web.Request) -> web.Response:
     return web.json_response({"object": "list", "data": [{"id": "ok", "object": "model"}]})
 
@@ -119,7 +128,7 @@ async def _models(request: web.Request) -> web.Response:
 async def _embeddings(request: web.Request) -> web.Response:
     body = await request.json()
     inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
-    data = [{"object": "embedding", "index": i, "embedding": [0.1, 0.2, 0.3]} for i in range(len(inputs))]
+    data = [{"object": "embedding", "index": i, "embedding": letter_counts(text)} for i, text in enumerate(inputs)]
     return web.json_response({"object": "list", "data": data, "model": body["model"],
                               "usage": {"prompt_tokens": 2 * len(inputs), "total_tokens": 2 * len(inputs)}})
 

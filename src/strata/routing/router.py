@@ -186,9 +186,9 @@ class Router:
     def choose(self, route: RouteConfig, role: str, affinity_key: str | None, tried: list[str],
                tier: str | None = None) -> Deployment | None:
         usable = self.usable(route, role)
-        if tier is not None:
-            usable = [d for d in usable if d.cfg.tier == tier] or usable  # the other tier if this one is down
         fresh = [d for d in usable if d.cfg.name not in tried] or usable
+        if tier is not None:  # the other tier if this one is down or already failed this request
+            fresh = [d for d in fresh if d.cfg.tier == tier] or fresh
         if not fresh:
             return None
         cands = [Candidate(d.cfg.name, d.cfg.weight, d.outstanding) for d in fresh]

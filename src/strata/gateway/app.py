@@ -32,6 +32,7 @@ from strata.governance.keys import KeyStore
 from strata.observe.events import EventStore
 from strata.observe.ledger import LedgerWriter
 from strata.observe.metrics import Metrics
+from strata.routing.breaker import CLOSED
 from strata.routing.changes import RouteChangeStore, apply_overrides
 from strata.routing.rollout import Rollouts
 from strata.routing.router import Router
@@ -57,7 +58,8 @@ def build_state(settings: Settings) -> AppState:
     health: dict[str, EngineHealth] = {}
     router = Router(routes, engines, health)
     events = EventStore(db, metrics)
-    rollouts = Rollouts(lambda: router.routes, _not_ready, events.emit)
+    rollouts = Rollouts(lambda: router.routes, _not_ready, events.emit,
+                        ejected=lambda name: _ejected(router, name))
     state = AppState(settings=settings, db=db, keys=keys, auth=auth, metrics=metrics, ledger=ledger,
                      router=router, engines=engines, health=health, route_changes=route_changes, events=events,
                      rollouts=rollouts)
@@ -68,6 +70,11 @@ def build_state(settings: Settings) -> AppState:
     rollouts.apply = apply
     state.refresh_scorers()
     return state
+
+
+def _ejected(router: Router, name: str) -> bool:
+    dep = router.deployments.get(name)
+    return dep is not None and dep.breaker.state != CLOSED
 
 
 async def _not_ready(*args: object) -> None:

@@ -57,6 +57,7 @@ async def analyse_canaries(state: AppState) -> None:
             await state.rollouts.reconcile()
         except Exception:  # a failed pass (e.g. the database briefly away) is retried on the next tick
             log.exception("canary analysis failed")
+        state.metrics.canary_traffic.clear()  # a canary rolled back or promoted leaves the gauge
         for name, dep in state.router.canaries.items():
             state.metrics.canary_traffic.labels(name, dep.name).set(dep.traffic or 0)
         await asyncio.sleep(min((r.canary.interval for r in state.router.routes.values()), default=1.0))

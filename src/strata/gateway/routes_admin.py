@@ -60,6 +60,25 @@ async def route_changes(state: AppState, request: Request) -> dict[str, Any]:
     return {"object": "list", "data": await asyncio.to_thread(state.route_changes.history, name)}
 
 
+async def patch_route(state: AppState, request: Request) -> dict[str, Any]:
+    """Change route-level settings (balancer, retries, breaker, canary, shadow, complexity…) at run time.
+
+    The body is a partial route config, merged one level deep into nested settings: ``{"canary":
+    {"max_ttft_ratio": 3}}`` keeps the other canary settings. Deployments change through their own path.
+    """
+    old = _route(state, request.path_params["route"])
+    body = await read_json(request, 64 * 1024)
+    for field in ("name", "deployments"):
+        if field in body:
+            raise InvalidRequest(f"{field!r} cannot be patched here; use the deployments endpoints", param=field)
+    merged = old.model_dump()
+    for key, value in body.items():
+        merged[key] = {**merged[key], **value} if isinstance(merged.get(key), dict) and isinstance(value, dict) \
+            else value
+    new = validate(RouteConfig, merged)
+    return await apply_change(state, actor_of(request), old, new, "update_route")
+
+
 async def put_deployment(state: AppState, request: Request) -> dict[str, Any]:
     name, dep_name = request.path_params["route"], request.path_params["deployment"]
     body = await read_json(request, 64 * 1024)
@@ -229,6 +248,7 @@ async def _drain(state: AppState, dep: Deployment) -> None:
 routes = [
     Route("/admin/routes", guarded(list_routes), methods=["GET"]),
     Route("/admin/routes/{route}", guarded(show_route), methods=["GET"]),
+    Route("/admin/routes/{route}", guarded(patch_route), methods=["PATCH"]),
     Route("/admin/routes/{route}/changes", guarded(route_changes), methods=["GET"]),
     Route("/admin/routes/{route}/reset", guarded(reset_route), methods=["POST"]),
     Route("/admin/routes/{route}/deployments/{deployment}", guarded(put_deployment), methods=["PUT"]),

@@ -196,6 +196,55 @@ class KeySettings(_Strict):
     sync_interval: float = Field(1.0, gt=0, description="Seconds between key-table syncs (revocations by CLI)")
 
 
+class StateSettings(_Strict):
+    """Where counters shared by gateway replicas live: rate limits, budgets."""
+
+    backend: Literal["memory", "redis"] = Field("memory", description="memory: this process only; redis: "
+                                                "shared by every replica")
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    key_prefix: str = Field("strata", min_length=1)
+    on_unavailable: Literal["fail-open", "fail-closed"] = Field(
+        "fail-open", description="Redis unreachable: fail-open keeps serving with this replica's local counters; "
+        "fail-closed answers 503")
+    retry_interval: float = Field(1.0, gt=0, description="Seconds before trying an unreachable Redis again")
+    timeout: float = Field(0.25, gt=0, description="Seconds a Redis call may take before it counts as down")
+
+
+class LimitRule(_Strict):
+    """A rate limit. Every matching rule applies (the strictest decides); ``subject: "*"`` gives each key,
+    team or route its own counter."""
+
+    scope: Literal["key", "team", "route"]
+    subject: str = Field("*", min_length=1, description="Key id, team or route name; * for each one")
+    rpm: int | None = Field(None, ge=1, description="Requests per minute")
+    tpm: int | None = Field(None, ge=1, description="Tokens per minute (prompt at admission, completion after)")
+
+    @model_validator(mode="after")
+    def _some_limit(self) -> LimitRule:
+        if self.rpm is None and self.tpm is None:
+            raise ValueError("a limit needs rpm, tpm or both")
+        return self
+
+
+class BudgetRule(_Strict):
+    """A spend cap. Requests reserve their maximum cost at admission; past the cap they get 429."""
+
+    scope: Literal["key", "team", "tag"]
+    subject: str = Field(min_length=1, description="Key id, team, or NAME=VALUE for a tag; * for each key/team")
+    period: Literal["day", "month", "total"] = "month"
+    cap_usd: float = Field(gt=0)
+    alerts: list[float] = Field(default_factory=lambda: [0.5, 0.8, 1.0],
+                                description="Shares of the cap that emit a budget_alert event, once per period")
+
+    @model_validator(mode="after")
+    def _tag_subject(self) -> BudgetRule:
+        if self.scope == "tag" and ("=" not in self.subject or self.subject.startswith("=")):
+            raise ValueError("a tag budget's subject is NAME=VALUE, e.g. feature=search")
+        if any(not 0 < a <= 1 for a in self.alerts):
+            raise ValueError("alerts are shares of the cap in (0, 1]")
+        return self
+
+
 def default_routes() -> list[RouteConfig]:
     """The embedded default: the bundled chat model and the bundled embedding model."""
     return [
@@ -235,6 +284,9 @@ class Settings(BaseSettings):
     ledger: LedgerSettings = LedgerSettings()
     supervisor: SupervisorSettings = SupervisorSettings()
     keys: KeySettings = KeySettings()
+    state: StateSettings = StateSettings()
+    limits: list[LimitRule] = Field(default_factory=list, description="Rate limits (more at run time: strata limits)")
+    budgets: list[BudgetRule] = Field(default_factory=list, description="Spend caps (more at run time: strata budgets)")
     routes: list[RouteConfig] = Field(default_factory=default_routes, min_length=1)
 
     @model_validator(mode="after")

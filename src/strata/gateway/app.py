@@ -23,12 +23,14 @@ from strata.config.settings import RouteConfig, Settings
 from strata.engines.base import Engine, EngineHealth
 from strata.engines.registry import build_engine
 from strata.errors import InvalidRequest, NotFound, StrataError
-from strata.gateway import admin, feedback_api, health, openai_api, routes_admin
+from strata.gateway import admin, feedback_api, health, openai_api, policies_admin, routes_admin
 from strata.gateway.http import REQUEST_ID, error_response
-from strata.gateway.monitor import analyse_canaries, monitor_engines, start_engines
+from strata.gateway.monitor import analyse_canaries, monitor_engines, start_engines, sync_policies
 from strata.gateway.state import AppState
 from strata.governance.auth import Authenticator
+from strata.governance.governor import Governor
 from strata.governance.keys import KeyStore
+from strata.governance.policies import PolicyStore
 from strata.observe.events import EventStore
 from strata.observe.ledger import LedgerWriter
 from strata.observe.metrics import Metrics
@@ -36,6 +38,7 @@ from strata.routing.breaker import CLOSED
 from strata.routing.changes import RouteChangeStore, apply_overrides
 from strata.routing.rollout import Rollouts
 from strata.routing.router import Router
+from strata.state.shared import SharedState
 from strata.store.db import open_database
 
 log = logging.getLogger(__name__)
@@ -60,9 +63,13 @@ def build_state(settings: Settings) -> AppState:
     events = EventStore(db, metrics)
     rollouts = Rollouts(lambda: router.routes, _not_ready, events.emit,
                         ejected=lambda name: _ejected(router, name))
+    shared = SharedState(settings.state, metrics)
+    policies = PolicyStore(db, settings.limits, settings.budgets)
+    policies.load()
     state = AppState(settings=settings, db=db, keys=keys, auth=auth, metrics=metrics, ledger=ledger,
                      router=router, engines=engines, health=health, route_changes=route_changes, events=events,
-                     rollouts=rollouts)
+                     rollouts=rollouts, shared=shared, policies=policies,
+                     governor=Governor(shared, policies, db, events.emit))
 
     async def apply(old: RouteConfig, new: RouteConfig, action: str, actor: str, reason: str) -> None:
         await routes_admin.apply_change(state, actor, old, new, action, reason=reason)
@@ -93,7 +100,8 @@ def create_app(settings: Settings, state: AppState | None = None) -> Starlette:
             await _shutdown(state)
 
     app = Gateway(
-        routes=[*openai_api.routes, *feedback_api.routes, *admin.routes, *routes_admin.routes, *health.routes],
+        routes=[*openai_api.routes, *feedback_api.routes, *admin.routes, *routes_admin.routes,
+                *policies_admin.routes, *health.routes],
         lifespan=lifespan,
         exception_handlers={HTTPException: _http_error, StrataError: _strata_error},  # type: ignore[dict-item]
     )
@@ -148,6 +156,7 @@ async def _startup(state: AppState) -> None:
         asyncio.create_task(monitor_engines(state), name="monitor-engines"),
         asyncio.create_task(state.auth.sync_forever(state.settings.keys.sync_interval), name="key-sync"),
         asyncio.create_task(analyse_canaries(state), name="canary-analysis"),
+        asyncio.create_task(sync_policies(state), name="policy-sync"),
     ]
     gc.collect()
     gc.freeze()  # startup objects (modules, config, tables) never become garbage: keep them out of GC passes
@@ -157,6 +166,8 @@ async def _shutdown(state: AppState) -> None:
     for task in [*state.tasks, *state.background]:
         task.cancel()
     await asyncio.gather(*state.tasks, *state.background, return_exceptions=True)
+    await asyncio.gather(*state.settling, return_exceptions=True)  # budgets settle before we stop
+    await state.shared.close()
     await state.ledger.close()
     await asyncio.gather(*(e.close() for e in state.engines.values()), return_exceptions=True)
     state.db.dispose()

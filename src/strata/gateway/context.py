@@ -19,7 +19,7 @@ def estimate_prompt_tokens(body: dict[str, Any]) -> int:
         chars = sum(len(m["content"]) if isinstance(m.get("content"), str) else len(str(m.get("content") or ""))
                     for m in body["messages"])
     else:
-        chars = len(str(body.get("prompt") or ""))
+        chars = len(str(body.get("prompt") or body.get("input") or ""))
     return max(1, chars // 4)
 
 
@@ -64,6 +64,8 @@ class CallRecord:
     tier: str | None = None  # complexity routing
     route_score: float | None = None
     answer: list[str] | None = None  # the answer's text, collected only when a shadow will compare it
+    governed: Any = None  # (rate-limit admission, budget reservation) to settle once the request ends
+    headers: dict[str, str] | None = None  # extra response headers (x-ratelimit-*)
 
     @property
     def answer_text(self) -> str | None:

@@ -60,8 +60,9 @@ def parse_tags(header: str | None) -> dict[str, str]:
     return tags
 
 
-def json_response(obj: Any, request_id: str, status: int = 200) -> Response:
-    return Response(orjson.dumps(obj), status, {"x-request-id": request_id}, "application/json")
+def json_response(obj: Any, request_id: str, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(obj), status, {"x-request-id": request_id, **headers} if headers else
+                    {"x-request-id": request_id}, "application/json")
 
 
 def error_response(exc: StrataError, request_id: str | None = None) -> Response:

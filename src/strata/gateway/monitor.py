@@ -61,3 +61,13 @@ async def analyse_canaries(state: AppState) -> None:
         for name, dep in state.router.canaries.items():
             state.metrics.canary_traffic.labels(name, dep.name).set(dep.traffic or 0)
         await asyncio.sleep(min((r.canary.interval for r in state.router.routes.values()), default=1.0))
+
+
+async def sync_policies(state: AppState) -> None:
+    """Re-read run-time limits and budgets, so a change made through another replica applies here too."""
+    while True:
+        await asyncio.sleep(state.settings.keys.sync_interval)
+        try:
+            await asyncio.to_thread(state.policies.load)
+        except Exception:
+            log.exception("policy sync failed")

@@ -62,7 +62,8 @@ async def _generation(request: Request, kind: Kind, schema: type) -> Response:
             streaming = True
             return StreamingResponse(_relay(state, call, target, chunks, first, want_usage, started, shadow),
                                      media_type="text/event-stream",
-                                     headers={"x-request-id": call.request_id, "cache-control": "no-cache"})
+                                     headers={"x-request-id": call.request_id, "cache-control": "no-cache",
+                                              **(call.headers or {})})
         target, response = await _answer(state, call, req, body, attempts, lambda t: t.engine.generate(kind, body))
         return response
     except StrataError as exc:
@@ -93,7 +94,7 @@ async def _answer(state: AppState, call: CallRecord, req: Any, body: dict[str, A
     if call.answer is not None:
         call.answer.append(answer_text(result))
     result["model"] = call.route
-    return target, json_response(result, call.request_id)
+    return target, json_response(result, call.request_id, headers=call.headers)
 
 
 async def _timed(aw: Awaitable[T]) -> tuple[T, float]:

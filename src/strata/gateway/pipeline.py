@@ -9,13 +9,15 @@ module; this one only orders them.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
 from starlette.requests import Request
 
+from strata.config.settings import RouteConfig
 from strata.errors import InvalidRequest
-from strata.gateway.context import CallRecord
+from strata.gateway.context import CallRecord, estimate_prompt_tokens
 from strata.gateway.http import parse_tags, read_json
 from strata.gateway.schemas import validate
 from strata.gateway.state import AppState
@@ -39,9 +41,27 @@ async def admit(state: AppState, request: Request, call: CallRecord,
         call.tier, call.route_score = score.tier, score.value
         state.metrics.route_tier.labels(route.name, score.tier).inc()
     attempts = state.router.attempts(route, request.headers.get("x-strata-affinity") or req.user, call.tier)
+    if state.governor.active:
+        await govern(state, call, route, body, req)
     state.metrics.in_flight.labels(call.route).inc()
     call.admitted = True
     return body, req, attempts
+
+
+async def govern(state: AppState, call: CallRecord, route: RouteConfig, body: dict[str, Any], req: Any) -> None:
+    """Rate limits and budgets (see ``governance.governor``); refusals are 429s naming the limit."""
+    assert call.principal is not None
+
+    def context(name: str) -> int | None:
+        engine = state.engines.get(name)
+        return engine.context_length if engine is not None else None
+
+    prompt = estimate_prompt_tokens(body)
+    admission, reservation = await state.governor.admit(call.principal, route, call.tags, prompt,
+                                                        getattr(req, "output_limit", None), context)
+    call.governed = (admission, reservation)
+    if admission is not None:
+        call.headers = admission.headers
 
 
 def check_context(req: Any, target: Target) -> None:
@@ -78,3 +98,9 @@ def account(state: AppState, call: CallRecord, target: Target | None) -> None:
             m.cost.labels(route, deployment, team).inc(call.cost)
     m.requests.labels(route, deployment, team, str(call.status)).inc()
     state.ledger.record(call.to_row(finished))
+    if call.governed is not None:
+        admission, reservation = call.governed
+        task = asyncio.create_task(state.governor.settle(admission, reservation, call.prompt_tokens,
+                                                         call.completion_tokens, call.cost))
+        state.settling.add(task)
+        task.add_done_callback(state.settling.discard)

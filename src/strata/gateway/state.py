@@ -14,7 +14,9 @@ from strata.config.settings import RouteConfig, Settings
 from strata.engines.base import Engine, EngineHealth
 from strata.gateway.context import RequestIds
 from strata.governance.auth import Authenticator
+from strata.governance.governor import Governor
 from strata.governance.keys import KeyStore
+from strata.governance.policies import PolicyStore
 from strata.observe.events import EventStore
 from strata.observe.ledger import LedgerWriter
 from strata.observe.metrics import Metrics
@@ -22,6 +24,7 @@ from strata.routing.changes import RouteChangeStore
 from strata.routing.complexity import Embed, Scorer, TransparentScorer
 from strata.routing.rollout import Rollouts
 from strata.routing.router import Router
+from strata.state.shared import SharedState
 
 
 @dataclass
@@ -37,6 +40,9 @@ class AppState:
     route_changes: RouteChangeStore
     events: EventStore
     rollouts: Rollouts
+    shared: SharedState
+    policies: PolicyStore
+    governor: Governor
     new_id: RequestIds = field(default_factory=RequestIds)
     started_at: float = field(default_factory=time.time)
     health: dict[str, EngineHealth] = field(default_factory=dict)
@@ -44,6 +50,7 @@ class AppState:
     background: set[asyncio.Task[None]] = field(default_factory=set)  # shadow mirrors
     shadow_running: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
     scorers: dict[str, Scorer] = field(default_factory=dict)
+    settling: set[asyncio.Task[None]] = field(default_factory=set)  # governance settlements, awaited on stop
 
     def refresh_scorers(self) -> None:
         """One complexity scorer per router route; rebuilt when the route's complexity config changes."""

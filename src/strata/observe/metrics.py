@@ -51,6 +51,11 @@ class Metrics:
                                        ["route", "deployment", "outcome"], registry=r)
         self.route_tier = Counter("strata_route_tier_requests", "Complexity-routed requests by chosen tier",
                                   ["route", "tier"], registry=r)
+        self.state_up = Gauge("strata_state_backend_up", "1 when the shared-state backend (Redis) answers",
+                              registry=r)
+        self.state_errors = Counter("strata_state_backend_errors", "Failed shared-state (Redis) calls", registry=r)
+        self.limited = Counter("strata_rate_limited", "Requests refused by a rate limit or budget",
+                               ["scope", "kind"], registry=r)
         self.ledger_written = Counter("strata_ledger_rows_written", "Ledger rows persisted", registry=r)
         self.ledger_pending = Gauge("strata_ledger_pending_rows", "Ledger rows waiting to be written", registry=r)
         self.ledger_errors = Counter("strata_ledger_write_errors", "Failed ledger batch writes", registry=r)

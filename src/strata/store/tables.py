@@ -144,3 +144,36 @@ class ShadowResult(Base):
     agreement: Mapped[float | None] = mapped_column(Float, nullable=True)
 
     __table_args__ = (Index("ix_shadow_results_route_at", "route", "at"),)
+
+
+class Policy(Base):
+    """A rate limit or budget set at run time (admin API, CLI); the config file's come on top."""
+
+    __tablename__ = "policies"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+                                    autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(16))  # limit | budget
+    scope: Mapped[str] = mapped_column(String(16))
+    subject: Mapped[str] = mapped_column(String(200))
+    period: Mapped[str] = mapped_column(String(16), default="")  # budgets: day | month | total
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_by: Mapped[str] = mapped_column(String(200))
+
+    __table_args__ = (Index("ux_policies_identity", "kind", "scope", "subject", "period", unique=True),)
+
+
+class PolicyChange(Base):
+    """Audit trail of limit and budget changes: who, when, before/after."""
+
+    __tablename__ = "policy_changes"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+                                    autoincrement=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    actor: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(16))
+    action: Mapped[str] = mapped_column(String(16))  # set | remove
+    before: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    after: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)

@@ -1,0 +1,52 @@
+"""The governance stage of the pipeline: rate limits and budgets, before the engine and after it.
+
+``admit`` runs after routing: it checks and consumes every matching rate limit, then reserves the
+request's maximum cost on every matching budget; either refusal is a 429 naming the limit. ``settle``
+runs once the request is accounted (success or failure): it charges the tokens learnt from the answer
+and turns the reservation into the real cost. With no limits and no budgets configured, both are a
+single attribute check.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import Engine as DbEngine
+
+from strata.config.settings import RouteConfig
+from strata.governance.budgets import Budgets, Reservation, max_cost
+from strata.governance.keys import Principal
+from strata.governance.limits import Admission, RateLimits
+from strata.governance.policies import PolicyStore
+from strata.state.shared import SharedState
+
+
+class Governor:
+    def __init__(self, state: SharedState, policies: PolicyStore, db: DbEngine,
+                 emit: Callable[[str, str, str, dict[str, Any]], Any]) -> None:
+        self.state = state
+        self.policies = policies
+        self.limits = RateLimits(state, lambda: policies.limits)
+        self.budgets = Budgets(state, lambda: policies.budgets, db, emit)
+
+    @property
+    def active(self) -> bool:
+        return bool(self.policies.limits or self.policies.budgets)
+
+    async def admit(self, principal: Principal, route: RouteConfig, tags: dict[str, str], prompt_tokens: int,
+                    output_limit: int | None, context: Callable[[str], int | None]
+                    ) -> tuple[Admission | None, Reservation | None]:
+        admission = await self.limits.admit(principal, route.name, prompt_tokens) if self.policies.limits else None
+        reservation = None
+        if self.policies.budgets:
+            estimate = max_cost(route, prompt_tokens, output_limit, context)
+            reservation = await self.budgets.reserve(principal, tags, estimate)
+        return admission, reservation
+
+    async def settle(self, admission: Admission | None, reservation: Reservation | None, prompt_tokens: int,
+                     completion_tokens: int, cost: float) -> None:
+        if admission is not None:
+            await self.limits.settle(admission, prompt_tokens, completion_tokens)
+        if reservation is not None:
+            await self.budgets.settle(reservation, cost)

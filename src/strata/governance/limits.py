@@ -1,0 +1,100 @@
+"""Rate limits: requests and tokens per minute per key, team and route, the strictest deciding.
+
+At admission every matching rule is checked and consumed atomically (all or none): one request on each
+RPM counter, the prompt's estimated tokens on each TPM counter. After the response, the tokens not known
+at admission (completion, and any prompt tokens beyond the estimate) are charged, so the next request
+sees them. Responses carry OpenAI's ``x-ratelimit-*`` headers for the strictest limit of each kind.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from strata.config.settings import LimitRule
+from strata.errors import RateLimited
+from strata.governance.keys import Principal
+from strata.state.base import RateItem
+from strata.state.shared import SharedState
+
+WINDOW_MS = 60_000.0
+SCOPE_NAMES = {"key": "key", "team": "team", "route": "model"}
+
+
+@dataclass(slots=True)
+class Admission:
+    tokens: list[RateItem] = field(default_factory=list)  # TPM counters to settle against
+    prompt_estimate: int = 0
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def subject_of(scope: str, principal: Principal, route: str) -> str:
+    return principal.key_id if scope == "key" else principal.team if scope == "team" else route
+
+
+class RateLimits:
+    def __init__(self, state: SharedState, rules: Callable[[], list[LimitRule]]) -> None:
+        self.state = state
+        self.rules = rules
+
+    def matching(self, principal: Principal, route: str) -> list[tuple[LimitRule, str]]:
+        out = []
+        for rule in self.rules():
+            value = subject_of(rule.scope, principal, route)
+            if rule.subject in ("*", value):
+                out.append((rule, value))
+        return out
+
+    async def admit(self, principal: Principal, route: str, prompt_tokens: int) -> Admission | None:
+        rules = self.matching(principal, route)
+        if not rules:
+            return None
+        items: list[RateItem] = []
+        labels: list[tuple[LimitRule, str, str, int]] = []
+        for rule, value in rules:
+            for kind, limit, cost in (("requests", rule.rpm, 1), ("tokens", rule.tpm, prompt_tokens)):
+                if limit is None:
+                    continue
+                key = self.state.key("rl", rule.scope, value, rule.subject, kind)
+                items.append(RateItem(key, WINDOW_MS / limit, WINDOW_MS, cost))
+                labels.append((rule, value, kind, limit))
+        result = await self.state.run(lambda b: b.rate(items))
+        if not result.allowed:
+            rule, value, kind, limit = labels[result.failed]
+            self.state.metrics.limited.labels(rule.scope, kind).inc()
+            wait = max(result.retry_after_ms / 1000, 0.001)
+            per = "requests per minute" if kind == "requests" else "tokens per minute"
+            too_big = kind == "tokens" and prompt_tokens > limit
+            message = (f"Rate limit reached for {SCOPE_NAMES[rule.scope]} '{value}' on {per}: limit {limit}. "
+                       + (f"This request alone needs about {prompt_tokens} tokens." if too_big
+                          else f"Please try again in {_duration(wait)}."))
+            raise RateLimited(message, code="rate_limit_exceeded", retry_after=math.ceil(wait))
+        adm = Admission(prompt_estimate=prompt_tokens)
+        best: dict[str, tuple[int, int, float]] = {}
+        assert result.remaining is not None and result.reset_ms is not None
+        for (_rule, _value, kind, limit), item, left, reset in zip(labels, items, result.remaining, result.reset_ms,
+                                                                  strict=True):
+            if kind == "tokens":
+                adm.tokens.append(item)
+            if kind not in best or left < best[kind][1]:
+                best[kind] = (limit, left, reset)
+        for kind, (limit, left, reset) in best.items():
+            adm.headers[f"x-ratelimit-limit-{kind}"] = str(limit)
+            adm.headers[f"x-ratelimit-remaining-{kind}"] = str(max(left, 0))
+            adm.headers[f"x-ratelimit-reset-{kind}"] = _duration(reset / 1000)
+        return adm
+
+    async def settle(self, adm: Admission, prompt_tokens: int, completion_tokens: int) -> None:
+        extra = completion_tokens + max(prompt_tokens - adm.prompt_estimate, 0)
+        if adm.tokens and extra > 0:
+            items = [RateItem(i.key, i.interval_ms, i.burst_ms, extra) for i in adm.tokens]
+            await self.state.run(lambda b: b.charge(items))
+
+
+def _duration(seconds: float) -> str:
+    """OpenAI's reset format: ``1s``, ``6m0s``, ``20ms``."""
+    if seconds < 1:
+        return f"{max(int(seconds * 1000), 1)}ms"
+    minutes, secs = divmod(seconds, 60)
+    return f"{int(minutes)}m{secs:.0f}s" if minutes else f"{secs:.3g}s"

@@ -1,0 +1,77 @@
+"""The shared-state operations, and the types they take and return.
+
+Rate limits use GCRA (the generic cell rate algorithm, a token bucket kept as one timestamp): a limit of
+``n`` per window allows a burst of ``n`` and then one more every ``window / n``; a request of cost ``c``
+moves the "theoretical arrival time" forward by ``c * window / n``. Exact, O(1), one value per counter.
+Budgets keep integer nano-dollars: ``spent`` (settled) and ``reserved`` (admitted, not yet settled).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+NANO = 1_000_000_000  # budgets count nano-dollars, so sums are exact integers
+
+
+@dataclass(frozen=True, slots=True)
+class RateItem:
+    key: str
+    interval_ms: float  # window / limit
+    burst_ms: float  # the window
+    cost: float
+
+
+@dataclass(slots=True)
+class RateResult:
+    allowed: bool
+    failed: int = -1  # index of the first item that refused
+    retry_after_ms: float = 0.0
+    remaining: list[int] | None = None
+    reset_ms: list[float] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetItem:
+    key: str
+    cap: int  # nano-dollars
+    amount: int  # nano-dollars to reserve
+
+
+@dataclass(slots=True)
+class BudgetResult:
+    allowed: bool
+    failed: int = -1
+    missing: list[int] | None = None  # items whose counters do not exist yet (seed them, then retry)
+    spent: list[int] | None = None
+    reserved: list[int] | None = None
+
+
+class StateBackend(Protocol):
+    async def rate(self, items: list[RateItem]) -> RateResult:
+        """Consume every item's cost, or none of them when one would exceed its burst."""
+        ...
+
+    async def charge(self, items: list[RateItem]) -> None:
+        """Consume unconditionally (settling what was not known at admission)."""
+        ...
+
+    async def reserve(self, items: list[BudgetItem], ttl_s: list[int]) -> BudgetResult:
+        """Reserve every amount, or none when one budget's spent + reserved + amount exceeds its cap."""
+        ...
+
+    async def settle(self, keys: list[str], reserved: list[int], actual: list[int]) -> list[int]:
+        """Release reservations, add actual spend; returns spent after, per key."""
+        ...
+
+    async def seed(self, key: str, spent: int, ttl_s: int) -> None:
+        """Create a budget counter with spend so far (from the ledger) unless it exists."""
+        ...
+
+    async def flag(self, key: str, ttl_s: int) -> bool:
+        """Set a marker once: True for the caller that set it."""
+        ...
+
+    async def ping(self) -> None: ...
+
+    async def close(self) -> None: ...

@@ -1,0 +1,76 @@
+"""The in-process backend: the embedded default, and the local fallback when Redis is away.
+
+Each operation runs without awaiting anything, so on the event loop it is atomic.
+"""
+
+from __future__ import annotations
+
+import time
+
+from strata.state.base import BudgetItem, BudgetResult, RateItem, RateResult
+
+
+class MemoryBackend:
+    def __init__(self) -> None:
+        self.tats: dict[str, float] = {}
+        self.budgets: dict[str, list[int]] = {}  # key -> [spent, reserved]
+        self.flags: dict[str, float] = {}
+
+    @staticmethod
+    def now_ms() -> float:
+        return time.time() * 1000
+
+    async def rate(self, items: list[RateItem]) -> RateResult:
+        now = self.now_ms()
+        new: list[float] = []
+        for i, it in enumerate(items):
+            tat = max(self.tats.get(it.key, now), now) + it.cost * it.interval_ms
+            if tat - now > it.burst_ms:
+                return RateResult(False, i, tat - now - it.burst_ms)
+            new.append(tat)
+        for it, tat in zip(items, new, strict=True):
+            self.tats[it.key] = tat
+        return RateResult(True, remaining=[int((it.burst_ms - (t - now)) // it.interval_ms) for it, t in
+                                           zip(items, new, strict=True)], reset_ms=[t - now for t in new])
+
+    async def charge(self, items: list[RateItem]) -> None:
+        now = self.now_ms()
+        for it in items:
+            self.tats[it.key] = max(self.tats.get(it.key, now), now) + it.cost * it.interval_ms
+
+    async def reserve(self, items: list[BudgetItem], ttl_s: list[int]) -> BudgetResult:
+        missing = [i for i, it in enumerate(items) if it.key not in self.budgets]
+        if missing:
+            return BudgetResult(False, missing=missing)
+        for i, it in enumerate(items):
+            spent, reserved = self.budgets[it.key]
+            if spent + reserved + it.amount > it.cap:
+                return BudgetResult(False, i, spent=[spent], reserved=[reserved])
+        for it in items:
+            self.budgets[it.key][1] += it.amount
+        return BudgetResult(True, spent=[self.budgets[it.key][0] for it in items])
+
+    async def settle(self, keys: list[str], reserved: list[int], actual: list[int]) -> list[int]:
+        out = []
+        for key, res, act in zip(keys, reserved, actual, strict=True):
+            b = self.budgets.setdefault(key, [0, 0])
+            b[1] = max(b[1] - res, 0)
+            b[0] += act
+            out.append(b[0])
+        return out
+
+    async def seed(self, key: str, spent: int, ttl_s: int) -> None:
+        self.budgets.setdefault(key, [spent, 0])
+
+    async def flag(self, key: str, ttl_s: int) -> bool:
+        now = time.time()
+        if self.flags.get(key, 0) > now:
+            return False
+        self.flags[key] = now + ttl_s
+        return True
+
+    async def ping(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None

@@ -1,0 +1,150 @@
+"""The Redis backend: counters shared by every gateway replica, each check-and-update one Lua script.
+
+Times come from Redis itself (``TIME``), so replicas with skewed clocks still agree.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from strata.state.base import BudgetItem, BudgetResult, RateItem, RateResult
+
+RATE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+local n = #KEYS
+local new = {}
+for i = 1, n do
+  local interval = tonumber(ARGV[(i - 1) * 3 + 1])
+  local burst = tonumber(ARGV[(i - 1) * 3 + 2])
+  local cost = tonumber(ARGV[(i - 1) * 3 + 3])
+  local tat = tonumber(redis.call('GET', KEYS[i]) or now)
+  if tat < now then tat = now end
+  tat = tat + cost * interval
+  if tat - now > burst then
+    return {0, i - 1, tostring(tat - now - burst)}
+  end
+  new[i] = tat
+end
+local out = {1, -1, '0'}
+for i = 1, n do
+  local interval = tonumber(ARGV[(i - 1) * 3 + 1])
+  local burst = tonumber(ARGV[(i - 1) * 3 + 2])
+  redis.call('SET', KEYS[i], tostring(new[i]), 'PX', math.ceil(new[i] - now) + 1000)
+  table.insert(out, math.floor((burst - (new[i] - now)) / interval))
+  table.insert(out, tostring(new[i] - now))
+end
+return out
+"""
+
+CHARGE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+for i = 1, #KEYS do
+  local interval = tonumber(ARGV[(i - 1) * 2 + 1])
+  local cost = tonumber(ARGV[(i - 1) * 2 + 2])
+  local tat = tonumber(redis.call('GET', KEYS[i]) or now)
+  if tat < now then tat = now end
+  tat = tat + cost * interval
+  redis.call('SET', KEYS[i], tostring(tat), 'PX', math.ceil(tat - now) + 1000)
+end
+return 1
+"""
+
+RESERVE = """
+local missing = {}
+for i = 1, #KEYS do
+  if redis.call('EXISTS', KEYS[i]) == 0 then table.insert(missing, i - 1) end
+end
+if #missing > 0 then return {2, missing} end
+for i = 1, #KEYS do
+  local cap = tonumber(ARGV[(i - 1) * 2 + 1])
+  local amount = tonumber(ARGV[(i - 1) * 2 + 2])
+  local spent = tonumber(redis.call('HGET', KEYS[i], 'spent') or 0)
+  local reserved = tonumber(redis.call('HGET', KEYS[i], 'reserved') or 0)
+  if spent + reserved + amount > cap then return {0, i - 1, spent, reserved} end
+end
+local spent = {}
+for i = 1, #KEYS do
+  redis.call('HINCRBY', KEYS[i], 'reserved', tonumber(ARGV[(i - 1) * 2 + 2]))
+  table.insert(spent, tonumber(redis.call('HGET', KEYS[i], 'spent') or 0))
+end
+return {1, spent}
+"""
+
+SETTLE = """
+local out = {}
+for i = 1, #KEYS do
+  local reserved = tonumber(redis.call('HINCRBY', KEYS[i], 'reserved', -tonumber(ARGV[(i - 1) * 2 + 1])))
+  if reserved < 0 then redis.call('HSET', KEYS[i], 'reserved', 0) end
+  table.insert(out, redis.call('HINCRBY', KEYS[i], 'spent', tonumber(ARGV[(i - 1) * 2 + 2])))
+end
+return out
+"""
+
+SEED = """
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('HSET', KEYS[1], 'spent', ARGV[1], 'reserved', 0)
+  if tonumber(ARGV[2]) > 0 then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
+end
+return 1
+"""
+
+
+class RedisBackend:
+    def __init__(self, url: str, timeout: float) -> None:
+        self.client = aioredis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout,
+                                              health_check_interval=0)
+        self._rate = self.client.register_script(RATE)
+        self._charge = self.client.register_script(CHARGE)
+        self._reserve = self.client.register_script(RESERVE)
+        self._settle = self.client.register_script(SETTLE)
+        self._seed = self.client.register_script(SEED)
+
+    async def rate(self, items: list[RateItem]) -> RateResult:
+        args: list[Any] = []
+        for it in items:
+            args += [it.interval_ms, it.burst_ms, it.cost]
+        out = await self._rate(keys=[it.key for it in items], args=args)
+        if int(out[0]) == 0:
+            return RateResult(False, int(out[1]), float(out[2]))
+        rest = out[3:]
+        return RateResult(True, remaining=[int(v) for v in rest[0::2]], reset_ms=[float(v) for v in rest[1::2]])
+
+    async def charge(self, items: list[RateItem]) -> None:
+        args: list[Any] = []
+        for it in items:
+            args += [it.interval_ms, it.cost]
+        await self._charge(keys=[it.key for it in items], args=args)
+
+    async def reserve(self, items: list[BudgetItem], ttl_s: list[int]) -> BudgetResult:
+        args: list[Any] = []
+        for it in items:
+            args += [it.cap, it.amount]
+        out = await self._reserve(keys=[it.key for it in items], args=args)
+        status = int(out[0])
+        if status == 2:
+            return BudgetResult(False, missing=[int(i) for i in out[1]])
+        if status == 0:
+            return BudgetResult(False, int(out[1]), spent=[int(out[2])], reserved=[int(out[3])])
+        return BudgetResult(True, spent=[int(v) for v in out[1]])
+
+    async def settle(self, keys: list[str], reserved: list[int], actual: list[int]) -> list[int]:
+        args: list[Any] = []
+        for res, act in zip(reserved, actual, strict=True):
+            args += [res, act]
+        return [int(v) for v in await self._settle(keys=keys, args=args)]
+
+    async def seed(self, key: str, spent: int, ttl_s: int) -> None:
+        await self._seed(keys=[key], args=[spent, ttl_s])
+
+    async def flag(self, key: str, ttl_s: int) -> bool:
+        return bool(await self.client.set(key, 1, nx=True, ex=ttl_s))
+
+    async def ping(self) -> None:
+        await self.client.ping()
+
+    async def close(self) -> None:
+        await self.client.aclose()

@@ -135,6 +135,17 @@ class ComplexityConfig(_Strict):
     examples_file: Path | None = Field(None, description="JSONL of {\"text\": ..., \"hard\": true|false}")
 
 
+class CacheConfig(_Strict):
+    """Exact response cache for a route (opt-in). A request skips it with ``X-Strata-Cache: bypass``."""
+
+    exact: bool = Field(False, description="Serve identical requests from the cache")
+    ttl: float = Field(3600.0, gt=0, description="Seconds an answer stays servable")
+    max_entries: int = Field(10_000, ge=1, description="Least recently used answers are dropped beyond this")
+    namespace: Literal["team", "key", "none"] = Field("team", description="Never serve one team's (key's) "
+                                                      "answer to another; none: shared by everyone")
+    only_deterministic: bool = Field(True, description="Only when temperature is 0 or a seed is set")
+
+
 class RouteConfig(_Strict):
     """A public model name clients ask for, served by one or more deployments."""
 
@@ -148,6 +159,7 @@ class RouteConfig(_Strict):
     breaker: BreakerConfig = BreakerConfig()
     canary: CanaryConfig = CanaryConfig()
     shadow: ShadowConfig = ShadowConfig()
+    cache: CacheConfig = CacheConfig()
     complexity: ComplexityConfig | None = Field(None, description="Make the route a complexity router")
 
     @model_validator(mode="after")

@@ -66,6 +66,10 @@ class CallRecord:
     answer: list[str] | None = None  # the answer's text, collected only when a shadow will compare it
     governed: Any = None  # (rate-limit admission, budget reservation) to settle once the request ends
     headers: dict[str, str] | None = None  # extra response headers (x-ratelimit-*)
+    cache_key: str | None = None  # exact cache: where to store the answer
+    cached: dict[str, Any] | None = None  # the whole answer to store
+    finish: str | None = None  # a stream's finish_reason
+    saved: float | None = None  # a cache hit: what the answer cost when it was made
 
     @property
     def answer_text(self) -> str | None:
@@ -125,4 +129,5 @@ class CallRecord:
             "role": self.role,
             "tier": self.tier,
             "route_score": self.route_score,
+            "saved_usd": self.saved,
         }

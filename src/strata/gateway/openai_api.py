@@ -13,9 +13,11 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
+from strata.config.settings import RouteConfig
 from strata.engines.base import Kind
 from strata.errors import StrataError
 from strata.gateway.attempt import ClientGone, call_engine, end
+from strata.gateway.cache import Entry, ExactCache, assembled, replay
 from strata.gateway.context import CallRecord, estimate_prompt_tokens
 from strata.gateway.http import SSE_DONE, error_response, json_response, request_id_of, sse_event
 from strata.gateway.pipeline import account, admit
@@ -50,6 +52,8 @@ async def _generation(request: Request, kind: Kind, schema: type) -> Response:
     shadow: tuple[Deployment, dict[str, Any]] | None = None
     try:
         body, req, attempts = await admit(state, request, call, schema)
+        if attempts.route.cache.exact and (hit := _cache_lookup(state, request, call, attempts.route, body)):
+            return _from_cache(state, call, kind, req, hit)
         if (mirror_to := state.router.shadow_for(attempts.route)) is not None:
             shadow = mirror_to, shadow_body(body)
             call.answer = []
@@ -79,10 +83,52 @@ async def _generation(request: Request, kind: Kind, schema: type) -> Response:
 
 def _done(state: AppState, call: CallRecord, target: Target | None,
           shadow: tuple[Deployment, dict[str, Any]] | None) -> None:
-    """Account for the request; then, if it was served and is mirrored, start its shadow."""
+    """Account for the request; then, if it was served: cache it, and start its shadow if mirrored."""
     account(state, call, target)
-    if shadow is not None and call.status == 200:
+    if call.status != 200:
+        return
+    if call.cache_key is not None and call.cached is not None and target is not None:
+        state.cache.put(target.route.cache, call.cache_key, call.cached, call.cost)
+    if shadow is not None:
         mirror(state, call, shadow[0], call.endpoint, shadow[1])  # type: ignore[arg-type]
+
+
+def _cache_lookup(state: AppState, request: Request, call: CallRecord, route: RouteConfig,
+                  body: dict[str, Any]) -> Entry | None:
+    """The cached answer to this exact request, or None (then the answer will be stored)."""
+    label = state.metrics.cache.labels(route.name, "bypass")
+    if request.headers.get("x-strata-cache") == "bypass" or not ExactCache.cacheable(route.cache, body):
+        label.inc()
+        return None
+    assert call.principal is not None
+    call.cache_key = ExactCache.key(route.cache, route.name, call.endpoint, call.principal, body)
+    entry = state.cache.get(call.cache_key)
+    state.metrics.cache.labels(route.name, "hit" if entry else "miss").inc()
+    if entry is None:
+        call.headers = {**(call.headers or {}), "x-strata-cache": "miss"}
+        if call.answer is None:
+            call.answer = []  # collect a streamed answer to store it whole
+    return entry
+
+
+def _from_cache(state: AppState, call: CallRecord, kind: Kind, req: Any, entry: Entry) -> Response:
+    call.role, call.saved, call.cache_key = "cache", entry.cost, None
+    call.take_usage(entry.response.get("usage"))
+    prefix = "chatcmpl" if kind == "chat" else "cmpl"
+    response = {**entry.response, "id": f"{prefix}-{call.request_id}", "model": call.route}
+    headers = {"x-strata-cache": "hit", **(call.headers or {})}
+    if not req.stream:
+        return json_response(response, call.request_id, headers=headers)
+    want_usage = bool(req.stream_options and req.stream_options.include_usage)
+    events = [sse_event(c) for c in replay(kind, response, want_usage)] + [SSE_DONE]
+    call.first_token = call.last_token = time.perf_counter()
+
+    async def body() -> AsyncIterator[bytes]:
+        for e in events:
+            yield e
+
+    return StreamingResponse(body(), media_type="text/event-stream",
+                             headers={"x-request-id": call.request_id, "cache-control": "no-cache", **headers})
 
 
 async def _answer(state: AppState, call: CallRecord, req: Any, body: dict[str, Any], attempts: Attempts,
@@ -94,6 +140,8 @@ async def _answer(state: AppState, call: CallRecord, req: Any, body: dict[str, A
     if call.answer is not None:
         call.answer.append(answer_text(result))
     result["model"] = call.route
+    if call.cache_key is not None:
+        call.cached = result
     return target, json_response(result, call.request_id, headers=call.headers)
 
 
@@ -121,6 +169,8 @@ async def _relay(state: AppState, call: CallRecord, target: Target, chunks: Asyn
                 call.take_usage(usage)
             choices = chunk.get("choices")
             if choices:
+                if choices[0].get("finish_reason"):
+                    call.finish = choices[0]["finish_reason"]
                 if _has_token(choices[0]):
                     call.chunks += 1
                     now = time.perf_counter()
@@ -141,6 +191,11 @@ async def _relay(state: AppState, call: CallRecord, target: Target, chunks: Asyn
                 yield sse_event(chunk)
             chunk = await anext(chunks, None)
         outcome = None
+        if call.cache_key is not None and call.answer is not None:
+            call.cached = assembled(call.endpoint, call.request_id, call.route or "", "".join(call.answer),
+                                    call.finish, {"prompt_tokens": call.prompt_tokens,
+                                                  "completion_tokens": call.completion_tokens,
+                                                  "total_tokens": call.prompt_tokens + call.completion_tokens})
         yield SSE_DONE
     except StrataError as exc:  # after the first byte: never retried, the stream ends with an error event
         call.fail(exc)

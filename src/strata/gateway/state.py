@@ -12,6 +12,7 @@ from sqlalchemy import Engine as DbEngine
 
 from strata.config.settings import RouteConfig, Settings
 from strata.engines.base import Engine, EngineHealth
+from strata.gateway.cache import ExactCache
 from strata.gateway.context import RequestIds
 from strata.governance.auth import Authenticator
 from strata.governance.governor import Governor
@@ -50,6 +51,7 @@ class AppState:
     background: set[asyncio.Task[None]] = field(default_factory=set)  # shadow mirrors
     shadow_running: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
     scorers: dict[str, Scorer] = field(default_factory=dict)
+    cache: ExactCache = field(default_factory=ExactCache)
     settling: set[asyncio.Task[None]] = field(default_factory=set)  # governance settlements, awaited on stop
 
     def refresh_scorers(self) -> None:

@@ -56,6 +56,8 @@ class Metrics:
         self.state_errors = Counter("strata_state_backend_errors", "Failed shared-state (Redis) calls", registry=r)
         self.limited = Counter("strata_rate_limited", "Requests refused by a rate limit or budget",
                                ["scope", "kind"], registry=r)
+        self.cache = Counter("strata_cache_requests", "Exact-cache lookups by result (hit, miss, bypass)",
+                             ["route", "result"], registry=r)
         self.ledger_written = Counter("strata_ledger_rows_written", "Ledger rows persisted", registry=r)
         self.ledger_pending = Gauge("strata_ledger_pending_rows", "Ledger rows waiting to be written", registry=r)
         self.ledger_errors = Counter("strata_ledger_write_errors", "Failed ledger batch writes", registry=r)

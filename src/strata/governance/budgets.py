@@ -136,6 +136,8 @@ class Budgets:
                                                         [cost] * len(res.items)))
         now = self.now()
         for (rule, value), spent in zip(res.rules, after, strict=True):
+            if spent < 0:  # the counter was lost; the next reservation seeds it from the ledger
+                continue
             before = spent - cost
             cap = rule.cap_usd * NANO
             for share in sorted(rule.alerts):

@@ -69,7 +69,7 @@ class RateLimits:
             message = (f"Rate limit reached for {SCOPE_NAMES[rule.scope]} '{value}' on {per}: limit {limit}. "
                        + (f"This request alone needs about {prompt_tokens} tokens." if too_big
                           else f"Please try again in {_duration(wait)}."))
-            raise RateLimited(message, code="rate_limit_exceeded", retry_after=math.ceil(wait))
+            raise RateLimited(message, code="rate_limit_exceeded", retry_after=None if too_big else math.ceil(wait))
         adm = Admission(prompt_estimate=prompt_tokens)
         best: dict[str, tuple[int, int, float]] = {}
         assert result.remaining is not None and result.reset_ms is not None

@@ -61,7 +61,11 @@ class StateBackend(Protocol):
         ...
 
     async def settle(self, keys: list[str], reserved: list[int], actual: list[int]) -> list[int]:
-        """Release reservations, add actual spend; returns spent after, per key."""
+        """Release reservations, add actual spend; returns spent after, per key.
+
+        A counter that does not exist (lost with a Redis restart, or reserved on another backend before a
+        failover) is left absent and reported as -1: created here it would start from this one request,
+        and the next ``reserve`` would not seed it with the ledger's spend."""
         ...
 
     async def seed(self, key: str, spent: int, ttl_s: int) -> None:

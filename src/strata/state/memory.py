@@ -53,7 +53,10 @@ class MemoryBackend:
     async def settle(self, keys: list[str], reserved: list[int], actual: list[int]) -> list[int]:
         out = []
         for key, res, act in zip(keys, reserved, actual, strict=True):
-            b = self.budgets.setdefault(key, [0, 0])
+            b = self.budgets.get(key)
+            if b is None:
+                out.append(-1)
+                continue
             b[1] = max(b[1] - res, 0)
             b[0] += act
             out.append(b[0])

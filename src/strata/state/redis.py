@@ -77,9 +77,13 @@ return {1, spent}
 SETTLE = """
 local out = {}
 for i = 1, #KEYS do
-  local reserved = tonumber(redis.call('HINCRBY', KEYS[i], 'reserved', -tonumber(ARGV[(i - 1) * 2 + 1])))
-  if reserved < 0 then redis.call('HSET', KEYS[i], 'reserved', 0) end
-  table.insert(out, redis.call('HINCRBY', KEYS[i], 'spent', tonumber(ARGV[(i - 1) * 2 + 2])))
+  if redis.call('EXISTS', KEYS[i]) == 0 then
+    table.insert(out, -1)
+  else
+    local reserved = tonumber(redis.call('HINCRBY', KEYS[i], 'reserved', -tonumber(ARGV[(i - 1) * 2 + 1])))
+    if reserved < 0 then redis.call('HSET', KEYS[i], 'reserved', 0) end
+    table.insert(out, redis.call('HINCRBY', KEYS[i], 'spent', tonumber(ARGV[(i - 1) * 2 + 2])))
+  end
 end
 return out
 """

@@ -14,10 +14,12 @@ from strata.governance.keys import Principal
 
 
 def estimate_prompt_tokens(body: dict[str, Any]) -> int:
-    """About four characters per token: only used when an engine never reports usage."""
+    """About four characters per token, plus chat formatting (about 4 tokens per message and 3 to prime the
+    answer). For limits and budgets at admission, and when an engine never reports usage."""
     if "messages" in body:
         chars = sum(len(m["content"]) if isinstance(m.get("content"), str) else len(str(m.get("content") or ""))
                     for m in body["messages"])
+        return chars // 4 + 4 * len(body["messages"]) + 3
     else:
         chars = len(str(body.get("prompt") or body.get("input") or ""))
     return max(1, chars // 4)
@@ -70,6 +72,7 @@ class CallRecord:
     cached: dict[str, Any] | None = None  # the whole answer to store
     finish: str | None = None  # a stream's finish_reason
     saved: float | None = None  # a cache hit: what the answer cost when it was made
+    semantic: Any = None  # semantic cache miss: (context key, vector, question) to store the answer under
 
     @property
     def answer_text(self) -> str | None:

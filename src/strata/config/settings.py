@@ -144,6 +144,10 @@ class CacheConfig(_Strict):
     namespace: Literal["team", "key", "none"] = Field("team", description="Never serve one team's (key's) "
                                                       "answer to another; none: shared by everyone")
     only_deterministic: bool = Field(True, description="Only when temperature is 0 or a seed is set")
+    semantic: bool = Field(False, description="Also serve questions that mean the same (embedding similarity, "
+                           "guarded against negation, number and entity changes)")
+    similarity: float = Field(0.9, gt=0, le=1, description="Cosine similarity a semantic hit needs")
+    embeddings_route: str = Field("minilm", description="Embeddings route for the semantic cache")
 
 
 class RouteConfig(_Strict):

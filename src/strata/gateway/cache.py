@@ -29,6 +29,9 @@ class Entry:
     expires: float
     cost: float  # what producing it cost: saved by every hit
 
+    def expired(self) -> bool:
+        return self.expires < time.monotonic()
+
 
 class ExactCache:
     def __init__(self) -> None:
@@ -51,17 +54,18 @@ class ExactCache:
         entry = self.entries.get(key)
         if entry is None:
             return None
-        if entry.expires < time.monotonic():
+        if entry.expired():
             del self.entries[key]
             return None
         self.entries.move_to_end(key)
         return entry
 
-    def put(self, cfg: CacheConfig, key: str, response: dict[str, Any], cost: float) -> None:
-        self.entries[key] = Entry(response, time.monotonic() + cfg.ttl, cost)
+    def put(self, cfg: CacheConfig, key: str, response: dict[str, Any], cost: float) -> Entry:
+        entry = self.entries[key] = Entry(response, time.monotonic() + cfg.ttl, cost)
         self.entries.move_to_end(key)
         while len(self.entries) > cfg.max_entries:
             self.entries.popitem(last=False)
+        return entry
 
 
 def assembled(kind: str, request_id: str, model: str, text: str, finish: str | None,

@@ -22,6 +22,7 @@ from strata.gateway.context import CallRecord, estimate_prompt_tokens
 from strata.gateway.http import SSE_DONE, error_response, json_response, request_id_of, sse_event
 from strata.gateway.pipeline import account, admit
 from strata.gateway.schemas import ChatRequest, CompletionRequest, EmbeddingRequest
+from strata.gateway.semantic import SemanticCache, split, unit
 from strata.gateway.shadow import answer_text, mirror, shadow_body
 from strata.gateway.state import AppState
 from strata.routing.router import Attempts, Deployment, Target
@@ -52,7 +53,7 @@ async def _generation(request: Request, kind: Kind, schema: type) -> Response:
     shadow: tuple[Deployment, dict[str, Any]] | None = None
     try:
         body, req, attempts = await admit(state, request, call, schema)
-        if attempts.route.cache.exact and (hit := _cache_lookup(state, request, call, attempts.route, body)):
+        if attempts.route.cache.exact and (hit := await _cache_lookup(state, request, call, attempts.route, body)):
             return _from_cache(state, call, kind, req, hit)
         if (mirror_to := state.router.shadow_for(attempts.route)) is not None:
             shadow = mirror_to, shadow_body(body)
@@ -88,27 +89,56 @@ def _done(state: AppState, call: CallRecord, target: Target | None,
     if call.status != 200:
         return
     if call.cache_key is not None and call.cached is not None and target is not None:
-        state.cache.put(target.route.cache, call.cache_key, call.cached, call.cost)
+        entry = state.cache.put(target.route.cache, call.cache_key, call.cached, call.cost)
+        if call.semantic is not None:
+            key, vector, text = call.semantic
+            state.semantic.put(key, vector, text, entry, target.route.cache.max_entries)
     if shadow is not None:
         mirror(state, call, shadow[0], call.endpoint, shadow[1])  # type: ignore[arg-type]
 
 
-def _cache_lookup(state: AppState, request: Request, call: CallRecord, route: RouteConfig,
-                  body: dict[str, Any]) -> Entry | None:
-    """The cached answer to this exact request, or None (then the answer will be stored)."""
-    label = state.metrics.cache.labels(route.name, "bypass")
+async def _cache_lookup(state: AppState, request: Request, call: CallRecord, route: RouteConfig,
+                        body: dict[str, Any]) -> Entry | None:
+    """The cached answer to this request (exact, then semantic), or None (then the answer will be stored)."""
     if request.headers.get("x-strata-cache") == "bypass" or not ExactCache.cacheable(route.cache, body):
-        label.inc()
+        state.metrics.cache.labels(route.name, "bypass").inc()
         return None
     assert call.principal is not None
     call.cache_key = ExactCache.key(route.cache, route.name, call.endpoint, call.principal, body)
     entry = state.cache.get(call.cache_key)
-    state.metrics.cache.labels(route.name, "hit" if entry else "miss").inc()
+    result = "hit" if entry else "miss"
+    if entry is None and route.cache.semantic:
+        entry = await _semantic_lookup(state, call, route, body)
+        result = "semantic_hit" if entry else "miss"
+    state.metrics.cache.labels(route.name, result).inc()
     if entry is None:
         call.headers = {**(call.headers or {}), "x-strata-cache": "miss"}
         if call.answer is None:
             call.answer = []  # collect a streamed answer to store it whole
     return entry
+
+
+async def _semantic_lookup(state: AppState, call: CallRecord, route: RouteConfig,
+                           body: dict[str, Any]) -> Entry | None:
+    parts = split(body)
+    embed = state.embedder(route.cache.embeddings_route)
+    if parts is None or embed is None or call.principal is None:
+        return None
+    context, text = parts
+    cfg = route.cache
+    space = call.principal.team if cfg.namespace == "team" else call.principal.key_id if cfg.namespace == "key" else ""
+    key = SemanticCache.context_key(route.name, cfg.namespace, space, call.endpoint, context)
+    try:
+        vector = unit((await embed([text]))[0])
+    except Exception as exc:  # no embeddings right now: exact caching only
+        log.warning("semantic cache of %s: embeddings unavailable: %s", route.name, exc)
+        return None
+    match = state.semantic.lookup(key, vector, text, cfg.similarity)
+    if match is None:
+        call.semantic = (key, vector, text)
+        return None
+    call.headers = {**(call.headers or {}), "x-strata-cache-similarity": f"{match.similarity:.4f}"}
+    return match.entry
 
 
 def _from_cache(state: AppState, call: CallRecord, kind: Kind, req: Any, entry: Entry) -> Response:

@@ -14,6 +14,7 @@ from strata.config.settings import RouteConfig, Settings
 from strata.engines.base import Engine, EngineHealth
 from strata.gateway.cache import ExactCache
 from strata.gateway.context import RequestIds
+from strata.gateway.semantic import SemanticCache
 from strata.governance.auth import Authenticator
 from strata.governance.governor import Governor
 from strata.governance.keys import KeyStore
@@ -52,6 +53,7 @@ class AppState:
     shadow_running: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
     scorers: dict[str, Scorer] = field(default_factory=dict)
     cache: ExactCache = field(default_factory=ExactCache)
+    semantic: SemanticCache = field(default_factory=SemanticCache)
     settling: set[asyncio.Task[None]] = field(default_factory=set)  # governance settlements, awaited on stop
 
     def refresh_scorers(self) -> None:

@@ -10,6 +10,7 @@ One server, behaviour chosen by the requested ``model``:
 - ``slow``: answers after 0.3 s (to keep requests in flight)
 - ``echo-auth``: replies with the Authorization header it received as the message content
 - ``whoami``: replies with the upstream's own ``name`` as the message content (which replica served it)
+- ``echo``: replies with the JSON of the messages (or prompt) it received (what the gateway sent on)
 - ``err429``: HTTP 429 (the upstream rate limits); ``err400``: HTTP 400 (it rejects the request)
 
 ``/v1/embeddings`` answers with ``letter_counts`` of each input, so equal texts embed equally and
@@ -89,6 +90,8 @@ async def _handle(request: web.Request) -> web.StreamResponse:
         content = request.headers.get("Authorization", "")
     elif model == "whoami":
         content = upstream.name
+    elif model == "echo":
+        content = json.dumps(body.get("messages", body.get("prompt")))
     if not body.get("stream"):
         return web.json_response(_completion(model, content, chat))
     return await _stream(request, body, model, chat)

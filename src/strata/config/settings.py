@@ -150,6 +150,30 @@ class CacheConfig(_Strict):
     embeddings_route: str = Field("minilm", description="Embeddings route for the semantic cache")
 
 
+class ContextConfig(_Strict):
+    """Keeping long conversations inside the window (opt-in per route).
+
+    Over the budget, ``truncate`` keeps the system prompt and the newest turns that fit (at most
+    ``keep_last``); ``summarize`` does the same and replaces the dropped turns by a summary written by
+    ``summarize_route``. The budget is ``max_prompt_tokens`` or, by default, the smallest context window of
+    the route's deployments minus the request's output limit. What was dropped is reported in the
+    ``x-strata-context`` response header.
+    """
+
+    policy: Literal["off", "truncate", "summarize"] = "off"
+    max_prompt_tokens: int | None = Field(None, ge=16, description="Prompt budget; default: the window "
+                                          "minus the output limit")
+    keep_last: int = Field(8, ge=1, description="Most turns (after the system prompt) kept as they are")
+    summarize_route: str | None = Field(None, description="Chat route that writes the summary (summarize)")
+    summary_max_tokens: int = Field(200, ge=16)
+
+    @model_validator(mode="after")
+    def _summarizer(self) -> ContextConfig:
+        if self.policy == "summarize" and not self.summarize_route:
+            raise ValueError("context.policy summarize needs context.summarize_route")
+        return self
+
+
 class RouteConfig(_Strict):
     """A public model name clients ask for, served by one or more deployments."""
 
@@ -164,6 +188,7 @@ class RouteConfig(_Strict):
     canary: CanaryConfig = CanaryConfig()
     shadow: ShadowConfig = ShadowConfig()
     cache: CacheConfig = CacheConfig()
+    context: ContextConfig = ContextConfig()
     complexity: ComplexityConfig | None = Field(None, description="Make the route a complexity router")
 
     @model_validator(mode="after")

@@ -16,11 +16,12 @@ from typing import Any
 from starlette.requests import Request
 
 from strata.config.settings import RouteConfig
-from strata.errors import InvalidRequest
+from strata.errors import InvalidRequest, StrataError
 from strata.gateway.context import CallRecord, estimate_prompt_tokens
 from strata.gateway.http import parse_tags, read_json
 from strata.gateway.schemas import validate
 from strata.gateway.state import AppState
+from strata.gateway.window import budget, fit
 from strata.governance.cost import request_cost
 from strata.routing.router import Attempts, Target
 
@@ -41,11 +42,59 @@ async def admit(state: AppState, request: Request, call: CallRecord,
         call.tier, call.route_score = score.tier, score.value
         state.metrics.route_tier.labels(route.name, score.tier).inc()
     attempts = state.router.attempts(route, request.headers.get("x-strata-affinity") or req.user, call.tier)
+    if route.context.policy != "off" and "messages" in body:
+        await manage_context(state, call, route, body, req)
     if state.governor.active:
         await govern(state, call, route, body, req)
     state.metrics.in_flight.labels(call.route).inc()
     call.admitted = True
     return body, req, attempts
+
+
+async def manage_context(state: AppState, call: CallRecord, route: RouteConfig, body: dict[str, Any],
+                         req: Any) -> None:
+    """Fit a long conversation into the route's prompt budget (see ``gateway.window``)."""
+    cfg = route.context
+
+    def window(name: str) -> int | None:
+        engine = state.engines.get(name)
+        return engine.context_length if engine is not None else None
+
+    limit = budget(cfg, route, window, getattr(req, "output_limit", None))
+    if limit is None:
+        return
+    summarize = (lambda turns: summarize_turns(state, call, cfg.summarize_route or "", turns, cfg.summary_max_tokens)
+                 ) if cfg.policy == "summarize" else None
+    fitted = await fit(cfg, body["messages"], limit, summarize)
+    if fitted is not None:
+        body["messages"] = fitted.messages
+        call.headers = {**(call.headers or {}), "x-strata-context": fitted.header()}
+
+
+async def summarize_turns(state: AppState, call: CallRecord, route_name: str, turns: list[dict[str, Any]],
+                          max_tokens: int) -> str:
+    """A summary of dropped turns by the summarizer route; its call gets its own ledger row (role summary)."""
+    route = state.router.routes.get(route_name)
+    target = state.router.attempts(route).next() if route is not None else None
+    if target is None:
+        raise LookupError(f"summarize route {route_name!r} has no available deployment")
+    transcript = "\n".join(f"{m.get('role')}: {m.get('content')}" for m in turns)
+    rec = CallRecord(call.request_id, "chat", principal=call.principal, user=call.user, tags=call.tags,
+                     route=route.name if route else None, deployment=target.deployment.name,
+                     engine=target.engine.engine_type, model=target.engine.model, role="summary")
+    try:
+        result = await target.engine.generate("chat", {
+            "model": target.engine.model, "temperature": 0, "max_tokens": max_tokens,
+            "messages": [{"role": "system", "content": "Summarize this conversation in a few sentences. Keep "
+                          "names, numbers, decisions and open questions."},
+                         {"role": "user", "content": transcript}]})
+        rec.take_usage(result.get("usage"))
+        return str(result["choices"][0]["message"]["content"] or "").strip()
+    except StrataError as exc:
+        rec.fail(exc)
+        raise
+    finally:
+        account(state, rec, target)
 
 
 async def govern(state: AppState, call: CallRecord, route: RouteConfig, body: dict[str, Any], req: Any) -> None:

@@ -286,6 +286,16 @@ class BudgetRule(_Strict):
         return self
 
 
+class CostAlertSettings(_Strict):
+    """Week-over-week cost alerts: a ``cost_anomaly`` event when a group's spend moves more than this."""
+
+    enabled: bool = False
+    by: str = Field("team", description="team, key, route, deployment, model, user, endpoint or tag:NAME")
+    threshold_pct: float = Field(50.0, gt=0, description="Change in % of last week's spend that alerts")
+    min_usd: float = Field(1.0, ge=0, description="Ignore groups spending less than this a week")
+    interval: float = Field(3600.0, gt=0, description="Seconds between checks")
+
+
 def default_routes() -> list[RouteConfig]:
     """The embedded default: the bundled chat model and the bundled embedding model."""
     return [
@@ -328,6 +338,7 @@ class Settings(BaseSettings):
     state: StateSettings = StateSettings()
     limits: list[LimitRule] = Field(default_factory=list, description="Rate limits (more at run time: strata limits)")
     budgets: list[BudgetRule] = Field(default_factory=list, description="Spend caps (more at run time: strata budgets)")
+    cost_alerts: CostAlertSettings = CostAlertSettings()
     routes: list[RouteConfig] = Field(default_factory=default_routes, min_length=1)
 
     @model_validator(mode="after")

@@ -17,6 +17,7 @@ from strata.gateway.http import error_response, json_response, read_json, reques
 from strata.gateway.schemas import validate
 from strata.gateway.state import AppState
 from strata.governance.keys import Principal, check_routes, hash_key
+from strata.observe.costs import cost_report
 from strata.observe.usage import usage_report
 
 log = logging.getLogger(__name__)
@@ -91,6 +92,12 @@ async def usage(state: AppState, request: Request) -> dict[str, Any]:
     return await asyncio.to_thread(usage_report, state.db, by, since)
 
 
+async def cost(state: AppState, request: Request) -> dict[str, Any]:
+    by = request.query_params.get("by", "team")
+    since = request.query_params.get("since", "30d")
+    return await asyncio.to_thread(cost_report, state.db, by, since)
+
+
 async def engines(state: AppState, request: Request) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name, h in list(state.health.items()):
@@ -108,5 +115,6 @@ routes = [
     Route("/admin/keys", guarded(list_keys), methods=["GET"]),
     Route("/admin/keys/{key_id}", guarded(revoke_key), methods=["DELETE"]),
     Route("/admin/usage", guarded(usage), methods=["GET"]),
+    Route("/admin/cost", guarded(cost), methods=["GET"]),
     Route("/admin/engines", guarded(engines), methods=["GET"]),
 ]

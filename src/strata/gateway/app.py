@@ -25,7 +25,7 @@ from strata.engines.registry import build_engine
 from strata.errors import InvalidRequest, NotFound, StrataError
 from strata.gateway import admin, feedback_api, health, openai_api, policies_admin, routes_admin
 from strata.gateway.http import REQUEST_ID, error_response
-from strata.gateway.monitor import analyse_canaries, monitor_engines, start_engines, sync_policies
+from strata.gateway.monitor import analyse_canaries, monitor_engines, start_engines, sync_policies, watch_costs
 from strata.gateway.state import AppState
 from strata.governance.auth import Authenticator
 from strata.governance.governor import Governor
@@ -158,6 +158,8 @@ async def _startup(state: AppState) -> None:
         asyncio.create_task(analyse_canaries(state), name="canary-analysis"),
         asyncio.create_task(sync_policies(state), name="policy-sync"),
     ]
+    if state.settings.cost_alerts.enabled:
+        state.tasks.append(asyncio.create_task(watch_costs(state), name="cost-alerts"))
     gc.collect()
     gc.freeze()  # startup objects (modules, config, tables) never become garbage: keep them out of GC passes
 

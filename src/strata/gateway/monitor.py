@@ -8,6 +8,7 @@ import time
 
 from strata.engines.local import LocalEngine
 from strata.gateway.state import AppState
+from strata.observe.costs import anomalies, cost_report
 from strata.routing.breaker import CLOSED, HALF_OPEN, OPEN
 
 log = logging.getLogger(__name__)
@@ -71,3 +72,26 @@ async def sync_policies(state: AppState) -> None:
             await asyncio.to_thread(state.policies.load)
         except Exception:
             log.exception("policy sync failed")
+
+
+async def watch_costs(state: AppState) -> None:
+    """Week-over-week cost alerts: one ``cost_anomaly`` event per group and week, across replicas."""
+    cfg = state.settings.cost_alerts
+    while True:
+        try:
+            report = await asyncio.to_thread(cost_report, state.db, cfg.by, "14d")
+            week = time.strftime("%G-W%V", time.gmtime())
+            for g in anomalies(report, cfg.threshold_pct, cfg.min_usd):
+                flag = state.shared.key("cost-anomaly", cfg.by, g["group"], week)
+                if await set_once(state, flag, 8 * 86400):
+                    message = (f"{cfg.by} {g['group']!r}: ${g['this_week_usd']:.2f} this week vs "
+                               f"${g['last_week_usd']:.2f} last week ({g['wow_change_pct']:+.0f}%)")
+                    await asyncio.to_thread(state.events.emit, "cost_anomaly", str(g["group"]), message,
+                                            {k: g[k] for k in ("this_week_usd", "last_week_usd", "wow_change_pct")})
+        except Exception:
+            log.exception("cost alert check failed")
+        await asyncio.sleep(cfg.interval)
+
+
+async def set_once(state: AppState, flag: str, ttl_s: int) -> bool:
+    return await state.shared.run(lambda b: b.flag(flag, ttl_s))

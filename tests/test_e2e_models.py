@@ -123,3 +123,19 @@ async def test_mixed_stream_and_json_requests_all_succeed(model_strata: StrataPr
             assert reply.choices[0].message.content is not None
 
     await asyncio.gather(*(user() for _ in range(8)))
+
+
+def test_shared_prompt_prefix_is_reused_and_reported(client: openai.OpenAI, model_strata: StrataProcess) -> None:
+    """llama.cpp keeps the prompt cache per slot: a second request sharing a long system prompt reuses it,
+    and the answer reports the cached tokens like OpenAI's ``prompt_tokens_details`` (also in /metrics)."""
+    system = {"role": "system", "content": "You answer questions about the ACME company " + uuid.uuid4().hex
+              + ": its products, its history and its people, politely and briefly. " * 3}
+    first = client.chat.completions.create(model="smollm2", max_tokens=2, temperature=0,
+                                           messages=[system, {"role": "user", "content": "Hi."}])
+    second = client.chat.completions.create(model="smollm2", max_tokens=2, temperature=0,
+                                            messages=[system, {"role": "user", "content": "Hello."}])
+    assert first.usage and second.usage and second.usage.prompt_tokens_details
+    cached = second.usage.prompt_tokens_details.cached_tokens or 0
+    assert cached >= second.usage.prompt_tokens // 2, second.usage  # the shared system prompt at least
+    metrics = httpx.get(model_strata.url + "/metrics").text
+    assert "strata_cached_prompt_tokens_total" in metrics

@@ -72,6 +72,7 @@ class CallRecord:
     cached: dict[str, Any] | None = None  # the whole answer to store
     finish: str | None = None  # a stream's finish_reason
     saved: float | None = None  # a cache hit: what the answer cost when it was made
+    cached_tokens: int | None = None  # prompt tokens the engine reused from its prompt cache
     semantic: Any = None  # semantic cache miss: (context key, vector, question) to store the answer under
 
     @property
@@ -86,6 +87,9 @@ class CallRecord:
         if isinstance(usage, dict):
             self.prompt_tokens = int(usage.get("prompt_tokens") or 0)
             self.completion_tokens = int(usage.get("completion_tokens") or 0)
+            details = usage.get("prompt_tokens_details")
+            if isinstance(details, dict) and details.get("cached_tokens") is not None:
+                self.cached_tokens = int(details["cached_tokens"])
 
     def settle_stream_usage(self) -> None:
         """A stream cut before its usage chunk is still charged for what it delivered.
@@ -133,4 +137,5 @@ class CallRecord:
             "tier": self.tier,
             "route_score": self.route_score,
             "saved_usd": self.saved,
+            "cached_tokens": self.cached_tokens,
         }

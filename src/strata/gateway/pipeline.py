@@ -143,6 +143,8 @@ def account(state: AppState, call: CallRecord, target: Target | None) -> None:
             m.input_tokens.labels(route, deployment, team).inc(call.prompt_tokens)
         if call.completion_tokens:
             m.output_tokens.labels(route, deployment, team).inc(call.completion_tokens)
+        if call.cached_tokens:
+            m.cached_tokens.labels(route, deployment, team).inc(call.cached_tokens)
         if call.cost:
             m.cost.labels(route, deployment, team).inc(call.cost)
     m.requests.labels(route, deployment, team, str(call.status)).inc()

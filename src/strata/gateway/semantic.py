@@ -38,8 +38,7 @@ NUMBER_WORDS = {w: i for i, w in enumerate(
                                                       "thousand": 1000, "million": 10**6, "billion": 10**9,
                                                       "first": 1, "second": 2, "third": 3, "half": 0.5,
                                                       "twice": 2, "double": 2, "triple": 3, "dozen": 12}
-WORD = re.compile(r"[A-Za-z][A-Za-z'’-]*|\d+(?:[.,]\d+)*")
-SENTENCE_START = re.compile(r"(?:^|[.!?]\s+|\n)\s*[\"'(]*$")
+WORD = re.compile(r"[A-Za-z][A-Za-z'’]*|\d+(?:[.,]\d+)*")  # "twenty-five" is two words
 NOT_ENTITIES = frozenset("i what which who whom whose when where why how is are was were do does did can could "
                          "would should will shall may might must please tell give list name explain describe "
                          "the a an in on of for to and or but if".split())
@@ -62,10 +61,22 @@ def facts(text: str) -> tuple[bool, tuple[str, ...], tuple[str, ...]]:
         if lower in NUMBER_WORDS:
             numbers.append(str(NUMBER_WORDS[lower]))
             continue
-        at_start = SENTENCE_START.search(text[:m.start()]) is not None
-        if token[0].isupper() and lower not in NOT_ENTITIES and (not at_start or token.isupper() and len(token) > 1):
+        if token[0].isupper() and lower.partition("'")[0] not in NOT_ENTITIES and (  # "I'm" is "I"
+                not _sentence_start(text, m.start()) or token.isupper() and len(token) > 1):
             entities.append(lower.removesuffix("'s"))
     return negated, tuple(sorted(numbers)), tuple(entities)
+
+
+def _sentence_start(text: str, i: int) -> bool:
+    """Whether the word at ``text[i]`` starts a sentence. Looks back only over quotes and spaces: a regex search
+    of the whole prefix for every word was quadratic (0.16 s for a 9,000-character prompt)."""
+    j = i
+    while j > 0 and text[j - 1] in "\"'(":
+        j -= 1
+    k = j
+    while k > 0 and text[k - 1].isspace():
+        k -= 1
+    return k == 0 or "\n" in text[k:j] or (k < j and text[k - 1] in ".!?")
 
 
 def split(body: dict[str, Any]) -> tuple[dict[str, Any], str] | None:

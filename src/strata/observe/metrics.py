@@ -27,6 +27,8 @@ class Metrics:
                                     registry=r)
         self.output_tokens = Counter("strata_output_tokens", "Completion tokens", ["route", "deployment", "team"],
                                      registry=r)
+        self.cached_tokens = Counter("strata_cached_prompt_tokens", "Prompt tokens the engine served from its "
+                                     "prompt cache", ["route", "deployment", "team"], registry=r)
         self.cost = Counter("strata_cost_usd", "Cost in USD", ["route", "deployment", "team"], registry=r)
         self.in_flight = Gauge("strata_requests_in_flight", "Requests being served", ["route"], registry=r)
         self.engine_up = Gauge("strata_engine_up", "1 when the deployment's engine is ready", ["deployment"],

@@ -64,6 +64,7 @@ class LedgerRow(Base):
     tier: Mapped[str | None] = mapped_column(String(16), nullable=True)  # complexity routing: cheap | strong
     route_score: Mapped[float | None] = mapped_column(Float, nullable=True)  # complexity score, 0..1
     saved_usd: Mapped[float | None] = mapped_column(Float, nullable=True)  # a cache hit: cost it avoided
+    cached_tokens: Mapped[int | None] = mapped_column(Integer, nullable=True)  # prompt tokens from the engine's cache
 
     __table_args__ = (
         Index("ix_ledger_started_at", "started_at"),

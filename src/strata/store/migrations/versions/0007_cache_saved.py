@@ -1,4 +1,4 @@
-"""ledger: cost a cache hit avoided
+"""ledger: cost a cache hit avoided; prompt tokens the engine served from its prompt cache
 
 Revision ID: 0007
 Revises: 0006
@@ -16,8 +16,10 @@ depends_on = None
 def upgrade() -> None:
     with op.batch_alter_table("ledger") as t:
         t.add_column(sa.Column("saved_usd", sa.Float(), nullable=True))
+        t.add_column(sa.Column("cached_tokens", sa.Integer(), nullable=True))
 
 
 def downgrade() -> None:
     with op.batch_alter_table("ledger") as t:
+        t.drop_column("cached_tokens")
         t.drop_column("saved_usd")

@@ -73,6 +73,27 @@ routes:
         price: {{input_per_mtok: 1.0, output_per_mtok: 2.0}}
 """
 
+# Governance on: a key, a team and a route limit, and a team budget, none of them ever reached, so every
+# request pays for the checks (three GCRA counters, one budget reservation and its settlement).
+GOVERNED = """\
+limits:
+  - {{scope: key, rpm: 100000000, tpm: 1000000000}}
+  - {{scope: team, rpm: 100000000}}
+  - {{scope: route, subject: fixed, rpm: 100000000}}
+budgets:
+  - {{scope: team, subject: "*", period: month, cap_usd: 1000000000}}
+"""
+STRATA_CONFIG_LIMITS = STRATA_CONFIG + GOVERNED
+STRATA_CONFIG_LIMITS_REDIS = STRATA_CONFIG + GOVERNED + """\
+state: {{backend: redis, redis_url: "redis://127.0.0.1:6379/0", key_prefix: "bench-{prefix}"}}
+"""
+# Exact cache on, for every request (wrk sends the same body): after the first, all are cache hits.
+STRATA_CONFIG_CACHE = STRATA_CONFIG.replace("  - name: fixed\n", "  - name: fixed\n    cache: {{exact: true, "
+                                            "only_deterministic: false}}\n", 1)
+EXTRA_TARGETS = {"strata-limits": STRATA_CONFIG_LIMITS, "strata-limits-redis": STRATA_CONFIG_LIMITS_REDIS,
+                 "strata-cache": STRATA_CONFIG_CACHE}
+GATEWAYS = ("strata", "strata-2dep", *EXTRA_TARGETS, "litellm")
+
 LITELLM_CONFIG = """\
 model_list:
   - model_name: fixed
@@ -283,7 +304,7 @@ def bench_strata(args: argparse.Namespace, tmp: Path, up_port: int, name: str = 
     port, data_dir = free_port(), tmp / f"{name}-data"
     data_dir.mkdir()
     config = tmp / f"{name}.yaml"
-    config.write_text(template.format(upstream_port=up_port))
+    config.write_text(template.format(upstream_port=up_port, prefix=os.getpid()))
     env = {**os.environ, "STRATA_ADMIN_KEY": STRATA_KEY}
     log = tmp / f"{name}.log"
     with spawned(strata_cmd(args, config, port, data_dir, up_port), log, env=env, cwd=tmp) as proc:
@@ -347,7 +368,7 @@ def metric(rows: list[Row], target: str, conns: int, name: str) -> float | None:
 def summarize(rows: list[Row]) -> dict[str, float | None]:
     out: dict[str, float | None] = {}
     direct_p50 = metric(rows, "direct", 1, "p50_ms")
-    for gw in ("strata", "strata-2dep", "litellm"):
+    for gw in GATEWAYS:
         p50 = metric(rows, gw, 1, "p50_ms")
         added = p50 - direct_p50 if p50 is not None and direct_p50 is not None else None
         out[f"{gw}_added_p50_ms_c1"] = round(added, 3) if added is not None else None
@@ -355,6 +376,10 @@ def summarize(rows: list[Row]) -> dict[str, float | None]:
     out["rps_ratio_strata_over_litellm_c16"] = round(s16 / l16, 2) if s16 and l16 else None
     s2 = metric(rows, "strata-2dep", 16, "rps")
     out["rps_ratio_strata_2dep_over_litellm_c16"] = round(s2 / l16, 2) if s2 and l16 else None
+    for gw in EXTRA_TARGETS:
+        r = metric(rows, gw, 16, "rps")
+        out[f"rps_ratio_{gw}_over_litellm_c16"] = round(r / l16, 2) if r and l16 else None
+        out[f"rps_{gw}_over_strata_c16"] = round(r / s16, 3) if r and s16 else None
     return out
 
 
@@ -374,12 +399,16 @@ def markdown(rows: list[Row], summary: dict[str, float | None]) -> str:
             f"| {fmt(r.p99_ms, '.3f')} | {fmt(r.rss_mb, '.1f')}{f' ({r.procs})' if r.procs else ''} | {errs} |"
         )
     lines.append("")
-    for gw in ("strata", "strata-2dep", "litellm"):
-        lines.append(f"- added p50 at c=1, {gw}: {fmt(summary[f'{gw}_added_p50_ms_c1'], '.3f')} ms")
+    for gw in GATEWAYS:
+        lines.append(f"- added p50 at c=1, {gw}: {fmt(summary.get(f'{gw}_added_p50_ms_c1'), '.3f')} ms")
     ratio = summary["rps_ratio_strata_over_litellm_c16"]
     lines.append(f"- RPS ratio Strata/LiteLLM at c=16: {fmt(ratio, '.2f')}")
     ratio2 = summary["rps_ratio_strata_2dep_over_litellm_c16"]
     lines.append(f"- RPS ratio Strata (2 deployments, balancer on)/LiteLLM at c=16: {fmt(ratio2, '.2f')}")
+    for gw in EXTRA_TARGETS:
+        vs_litellm = fmt(summary.get(f"rps_ratio_{gw}_over_litellm_c16"), ".2f")
+        vs_strata = fmt(summary.get(f"rps_{gw}_over_strata_c16"), ".3f")
+        lines.append(f"- {gw}: RPS ratio over LiteLLM at c=16 {vs_litellm}, over bare Strata {vs_strata}")
     return "\n".join(lines)
 
 
@@ -417,6 +446,8 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--json-out", type=Path, help="write results JSON here")
     ap.add_argument("--skip-litellm", action="store_true")
     ap.add_argument("--skip-strata", action="store_true", help="measure only direct (and LiteLLM)")
+    ap.add_argument("--skip-governance", action="store_true",
+                    help="skip the limits/budgets (memory, Redis) and exact-cache targets")
     ap.add_argument("--strata-cmd", help="override the Strata command (placeholders: see module doc)")
     return ap.parse_args()
 
@@ -431,6 +462,9 @@ def run_all(args: argparse.Namespace, tmp: Path) -> list[Row]:
         if not args.skip_strata:
             rows += run_target("strata", bench_strata, args, tmp, up_port)
             rows += run_target("strata-2dep", bench_strata, args, tmp, up_port, "strata-2dep", STRATA_CONFIG_TWO)
+            if not args.skip_governance:
+                for name, template in EXTRA_TARGETS.items():
+                    rows += run_target(name, bench_strata, args, tmp, up_port, name, template)
         if not args.skip_litellm:
             rows += run_target("litellm", bench_litellm, args, tmp, up_port)
     return rows

@@ -48,7 +48,8 @@ class SharedState:
     async def run(self, op: Callable[[StateBackend], Awaitable[T]]) -> T:
         if self.remote is not None and time.monotonic() >= self.down_until:
             try:
-                result = await asyncio.wait_for(op(self.remote), self.cfg.timeout * 4)
+                async with asyncio.timeout(self.cfg.timeout * 4):  # no extra task, unlike wait_for
+                    result = await op(self.remote)
             except (RedisError, OSError, TimeoutError) as exc:
                 self._down(exc)
             else:

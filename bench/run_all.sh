@@ -18,3 +18,5 @@ echo "== failover (one of two deployments killed mid-load)"
 $PY bench/failover.py --json-out bench/results/failover.json
 echo "== complexity routing (router vs all-strong, all-cheap and random routing)"
 $PY bench/routing.py --json-out bench/results/routing.json
+echo "== semantic cache (paraphrases vs hard negatives, hit latency)"
+$PY bench/semantic_cache.py --json-out bench/results/semantic_cache.json

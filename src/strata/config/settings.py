@@ -146,7 +146,8 @@ class CacheConfig(_Strict):
     only_deterministic: bool = Field(True, description="Only when temperature is 0 or a seed is set")
     semantic: bool = Field(False, description="Also serve questions that mean the same (embedding similarity, "
                            "guarded against negation, number and entity changes)")
-    similarity: float = Field(0.9, gt=0, le=1, description="Cosine similarity a semantic hit needs")
+    similarity: float = Field(0.85, gt=0, le=1, description="Cosine similarity a semantic hit needs "
+                              "(0.85: measured in docs/benchmarks.md)")
     embeddings_route: str = Field("minilm", description="Embeddings route for the semantic cache")
 
 

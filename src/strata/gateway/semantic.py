@@ -7,7 +7,7 @@ Guards against false hits, each of which must pass:
 2. **Similar enough.** Cosine similarity of the last user turns' embeddings (the bundled MiniLM through
    an embeddings route) at or above the route's ``similarity``.
 3. **Same facts.** The two questions must agree on negation (one says "not", the other doesn't),
-   on every number (digits and number words), and on their named entities, in order ("from Paris to
+   on every number (digits, number words and ordinals, in order), and on their named entities, in order ("from Paris to
    London" is not "from London to Paris"). These are exactly the near matches that embeddings score high
    and that would be wrong answers.
 """
@@ -30,15 +30,17 @@ Embed = Callable[[list[str]], Awaitable[list[list[float]]]]
 
 NEGATIONS = frozenset("""not no never none nobody nothing nowhere neither nor without cannot cant can't won't wont
 don't dont doesn't doesnt didn't didnt isn't isnt aren't arent wasn't wasnt weren't werent shouldn't shouldnt
-wouldn't wouldnt couldn't couldnt mustn't hasn't hasnt haven't havent hadn't hadnt except excluding""".split())
+wouldn't wouldnt couldn't couldnt mustn't hasn't hasnt haven't havent hadn't hadnt except excluding non w/o""".split())
 NUMBER_WORDS = {w: i for i, w in enumerate(
     "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
     "seventeen eighteen nineteen twenty".split())} | {"thirty": 30, "forty": 40, "fifty": 50, "sixty": 60,
                                                       "seventy": 70, "eighty": 80, "ninety": 90, "hundred": 100,
                                                       "thousand": 1000, "million": 10**6, "billion": 10**9,
-                                                      "first": 1, "second": 2, "third": 3, "half": 0.5,
+                                                      "first": 1, "second": 2, "third": 3, "fourth": 4,
+                                                      "fifth": 5, "sixth": 6, "seventh": 7, "eighth": 8,
+                                                      "ninth": 9, "tenth": 10, "half": 0.5, "quarter": 0.25,
                                                       "twice": 2, "double": 2, "triple": 3, "dozen": 12}
-WORD = re.compile(r"[A-Za-z][A-Za-z'’]*|\d+(?:[.,]\d+)*")  # "twenty-five" is two words
+WORD = re.compile(r"[Ww]/[Oo]\b|[A-Za-z][A-Za-z'’]*|\d+(?:[.,]\d+)*")  # "twenty-five" is two words
 NOT_ENTITIES = frozenset("i what which who whom whose when where why how is are was were do does did can could "
                          "would should will shall may might must please tell give list name explain describe "
                          "the a an in on of for to and or but if".split())
@@ -64,7 +66,7 @@ def facts(text: str) -> tuple[bool, tuple[str, ...], tuple[str, ...]]:
         if token[0].isupper() and lower.partition("'")[0] not in NOT_ENTITIES and (  # "I'm" is "I"
                 not _sentence_start(text, m.start()) or token.isupper() and len(token) > 1):
             entities.append(lower.removesuffix("'s"))
-    return negated, tuple(sorted(numbers)), tuple(entities)
+    return negated, tuple(numbers), tuple(entities)  # in order: "12 minus 5" is not "5 minus 12"
 
 
 def _sentence_start(text: str, i: int) -> bool:

@@ -102,7 +102,9 @@ class Budgets:
             return None
         now = self.now()
         amount = math.ceil(estimate * NANO)
-        items = [BudgetItem(self._key(r, v, now), round(r.cap_usd * NANO), amount) for r, v in rules]
+        buckets = {"day": now.strftime("%Y-%m-%d"), "month": now.strftime("%Y-%m"), "total": "total"}
+        items = [BudgetItem(self.state.key("budget", r.scope, v, r.period, buckets[r.period]),
+                            round(r.cap_usd * NANO), amount) for r, v in rules]
         ttls = [TTL[r.period] for r, _ in rules]
         for _ in range(3):
             result = await self.state.run(lambda b: b.reserve(items, ttls))

@@ -37,6 +37,8 @@ class RateLimits:
     def __init__(self, state: SharedState, rules: Callable[[], list[LimitRule]]) -> None:
         self.state = state
         self.rules = rules
+        self._plans_for: list[LimitRule] | None = None
+        self._plans: dict[tuple[str, str, str], list[tuple[LimitRule, str, str, int, str]]] = {}
 
     def matching(self, principal: Principal, route: str) -> list[tuple[LimitRule, str]]:
         out = []
@@ -46,19 +48,30 @@ class RateLimits:
                 out.append((rule, value))
         return out
 
+    def plan(self, principal: Principal, route: str) -> list[tuple[LimitRule, str, str, int, str]]:
+        """(rule, subject, kind, limit, counter key) of every counter a caller's request moves; cached until
+        the rules change (they are replaced, never mutated)."""
+        rules = self.rules()
+        cache_key = (principal.key_id, principal.team, route)
+        if self._plans_for is not rules:
+            self._plans_for, self._plans = rules, {}
+        found = self._plans.get(cache_key)
+        if found is None:
+            found = [(rule, value, kind, limit, self.state.key("rl", rule.scope, value, rule.subject, kind))
+                     for rule, value in self.matching(principal, route)
+                     for kind, limit in (("requests", rule.rpm), ("tokens", rule.tpm)) if limit is not None]
+            if len(self._plans) > 10_000:
+                self._plans.clear()
+            self._plans[cache_key] = found
+        return found
+
     async def admit(self, principal: Principal, route: str, prompt_tokens: int) -> Admission | None:
-        rules = self.matching(principal, route)
-        if not rules:
+        plan = self.plan(principal, route)
+        if not plan:
             return None
-        items: list[RateItem] = []
-        labels: list[tuple[LimitRule, str, str, int]] = []
-        for rule, value in rules:
-            for kind, limit, cost in (("requests", rule.rpm, 1), ("tokens", rule.tpm, prompt_tokens)):
-                if limit is None:
-                    continue
-                key = self.state.key("rl", rule.scope, value, rule.subject, kind)
-                items.append(RateItem(key, WINDOW_MS / limit, WINDOW_MS, cost))
-                labels.append((rule, value, kind, limit))
+        items = [RateItem(key, WINDOW_MS / limit, WINDOW_MS, 1 if kind == "requests" else prompt_tokens)
+                 for _, _, kind, limit, key in plan]
+        labels = [(rule, value, kind, limit) for rule, value, kind, limit, _ in plan]
         result = await self.state.run(lambda b: b.rate(items))
         if not result.allowed:
             rule, value, kind, limit = labels[result.failed]

@@ -151,7 +151,9 @@ def account(state: AppState, call: CallRecord, target: Target | None) -> None:
     state.ledger.record(call.to_row(finished))
     if call.governed is not None:
         admission, reservation = call.governed
-        task = asyncio.create_task(state.governor.settle(admission, reservation, call.prompt_tokens,
-                                                         call.completion_tokens, call.cost))
-        state.settling.add(task)
-        task.add_done_callback(state.settling.discard)
+        pending = state.governor.settle_inline(admission, reservation, call.prompt_tokens, call.completion_tokens,
+                                               call.cost)
+        if pending is not None:  # shared counters (Redis) or an alert to send: in the background
+            task = asyncio.create_task(pending)
+            state.settling.add(task)
+            task.add_done_callback(state.settling.discard)

@@ -136,18 +136,32 @@ class Budgets:
         cost = max(round(actual * NANO), 0)
         after = await self.state.run(lambda b: b.settle([i.key for i in res.items], [i.amount for i in res.items],
                                                         [cost] * len(res.items)))
-        now = self.now()
+        await self.alert(self.crossings(res, cost, after))
+
+    def settle_local(self, res: Reservation, actual: float) -> list[tuple[BudgetRule, str, float, int]]:
+        """Settle on the in-process backend without awaiting; returns the alert shares crossed."""
+        cost = max(round(actual * NANO), 0)
+        after = self.state.local.settle_now([i.key for i in res.items], [i.amount for i in res.items],
+                                            [cost] * len(res.items))
+        return self.crossings(res, cost, after)
+
+    @staticmethod
+    def crossings(res: Reservation, cost: int, after: list[int]) -> list[tuple[BudgetRule, str, float, int]]:
+        out = []
         for (rule, value), spent in zip(res.rules, after, strict=True):
             if spent < 0:  # the counter was lost; the next reservation seeds it from the ledger
                 continue
             before = spent - cost
             cap = rule.cap_usd * NANO
-            for share in sorted(rule.alerts):
-                if before < share * cap <= spent:
-                    what = f"{rule.scope} '{value}'" if rule.scope != "tag" else f"tag {value}"
-                    await self._alert_once(rule, value, now, "budget_alert",
-                                           f"{what} reached {share:.0%} of its {rule.period} budget: "
-                                           f"${spent / NANO:.6f} of ${rule.cap_usd:g}", share)
+            out += [(rule, value, share, spent) for share in sorted(rule.alerts) if before < share * cap <= spent]
+        return out
+
+    async def alert(self, crossed: list[tuple[BudgetRule, str, float, int]]) -> None:
+        now = self.now()
+        for rule, value, share, spent in crossed:
+            what = f"{rule.scope} '{value}'" if rule.scope != "tag" else f"tag {value}"
+            await self._alert_once(rule, value, now, "budget_alert", f"{what} reached {share:.0%} of its "
+                                   f"{rule.period} budget: ${spent / NANO:.6f} of ${rule.cap_usd:g}", share)
 
     async def _alert_once(self, rule: BudgetRule, value: str, now: datetime, kind: str, message: str,
                           share: float | None = None) -> None:

@@ -9,7 +9,7 @@ single attribute check.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from sqlalchemy import Engine as DbEngine
@@ -43,6 +43,18 @@ class Governor:
             estimate = max_cost(route, prompt_tokens, output_limit, context)
             reservation = await self.budgets.reserve(principal, tags, estimate)
         return admission, reservation
+
+    def settle_inline(self, admission: Admission | None, reservation: Reservation | None, prompt_tokens: int,
+                      completion_tokens: int, cost: float) -> Coroutine[Any, Any, None] | None:
+        """Settle at once when counters are in-process (nothing to await); otherwise, or when an alert is
+        due, return the coroutine to run in the background."""
+        if self.state.remote is not None:
+            return self.settle(admission, reservation, prompt_tokens, completion_tokens, cost)
+        if admission is not None and (items := self.limits.charges(admission, prompt_tokens, completion_tokens)):
+            self.state.local.charge_now(items)
+        if reservation is not None and (crossed := self.budgets.settle_local(reservation, cost)):
+            return self.budgets.alert(crossed)
+        return None
 
     async def settle(self, admission: Admission | None, reservation: Reservation | None, prompt_tokens: int,
                      completion_tokens: int, cost: float) -> None:

@@ -99,10 +99,17 @@ class RateLimits:
         return adm
 
     async def settle(self, adm: Admission, prompt_tokens: int, completion_tokens: int) -> None:
-        extra = completion_tokens + max(prompt_tokens - adm.prompt_estimate, 0)
-        if adm.tokens and extra > 0:
-            items = [RateItem(i.key, i.interval_ms, i.burst_ms, extra) for i in adm.tokens]
+        items = self.charges(adm, prompt_tokens, completion_tokens)
+        if items:
             await self.state.run(lambda b: b.charge(items))
+
+    @staticmethod
+    def charges(adm: Admission, prompt_tokens: int, completion_tokens: int) -> list[RateItem]:
+        """The tokens not known at admission: the completion, and any prompt beyond the estimate."""
+        extra = completion_tokens + max(prompt_tokens - adm.prompt_estimate, 0)
+        if not adm.tokens or extra <= 0:
+            return []
+        return [RateItem(i.key, i.interval_ms, i.burst_ms, extra) for i in adm.tokens]
 
 
 def _duration(seconds: float) -> str:

@@ -34,6 +34,9 @@ class MemoryBackend:
                                            zip(items, new, strict=True)], reset_ms=[t - now for t in new])
 
     async def charge(self, items: list[RateItem]) -> None:
+        self.charge_now(items)
+
+    def charge_now(self, items: list[RateItem]) -> None:
         now = self.now_ms()
         for it in items:
             self.tats[it.key] = max(self.tats.get(it.key, now), now) + it.cost * it.interval_ms
@@ -51,6 +54,9 @@ class MemoryBackend:
         return BudgetResult(True, spent=[self.budgets[it.key][0] for it in items])
 
     async def settle(self, keys: list[str], reserved: list[int], actual: list[int]) -> list[int]:
+        return self.settle_now(keys, reserved, actual)
+
+    def settle_now(self, keys: list[str], reserved: list[int], actual: list[int]) -> list[int]:
         out = []
         for key, res, act in zip(keys, reserved, actual, strict=True):
             b = self.budgets.get(key)

@@ -589,3 +589,25 @@ def test_cli_sets_and_lists_limits_and_budgets(upstream: FaultyUpstream, tmp_pat
             client.chat.completions.create(model="m", messages=ASK, max_tokens=3)
     finally:
         proc.stop()
+
+
+async def test_deployment_limit_moves_traffic_to_the_next_deployment_then_refuses(tmp_path: Path) -> None:
+    """A deployment at its own RPM is skipped (no breaker penalty); with none left the client gets a 429."""
+    with FaultyUpstream("a") as a, FaultyUpstream("b") as b:
+        two = route(dep("da", a, "whoami"), dep("db", b, "whoami"), balancer="weighted")
+        one = {**route(dep("solo", a, "whoami")), "name": "solo"}
+        limits = [{"scope": "deployment", "subject": "da", "rpm": 2}, {"scope": "deployment", "subject": "solo",
+                                                                        "rpm": 2}]
+        async with gateway(tmp_path, two, one, limits=limits) as client:
+            served = []
+            for _ in range(8):
+                r = await chat(client)
+                assert r.status_code == 200, r.text
+                served.append(r.json()["choices"][0]["message"]["content"])
+            assert served.count("a") <= 2 and served.count("b") >= 6
+            assert (await client.get("/admin/engines")).json()["da"]["breaker"] == "closed"
+            codes = [(await chat(client, model="solo")).status_code for _ in range(3)]
+            assert codes == [200, 200, 429]
+            refused = await chat(client, model="solo")
+            message = refusal(refused, "rate_limit_exceeded")
+            assert "deployment 'solo'" in message and "requests per minute: limit 2" in message, message

@@ -19,7 +19,7 @@ from strata.errors import InvalidRequest
 
 limits_app = typer.Typer(help="Rate limits: requests and tokens per minute.", no_args_is_help=True)
 budgets_app = typer.Typer(help="Budgets: spend caps per key, team or tag value.", no_args_is_help=True)
-ScopeOpt = Annotated[str, typer.Option(help="key, team or route (budgets: key, team or tag)")]
+ScopeOpt = Annotated[str, typer.Option(help="key, team, route or deployment (budgets: key, team or tag)")]
 SubjectOpt = Annotated[str, typer.Option(help="Key id, team, route, or NAME=VALUE for a tag; * for each one")]
 
 

@@ -256,8 +256,8 @@ class LimitRule(_Strict):
     """A rate limit. Every matching rule applies (the strictest decides); ``subject: "*"`` gives each key,
     team or route its own counter."""
 
-    scope: Literal["key", "team", "route"]
-    subject: str = Field("*", min_length=1, description="Key id, team or route name; * for each one")
+    scope: Literal["key", "team", "route", "deployment"]
+    subject: str = Field("*", min_length=1, description="Key id, team, route or deployment name; * for each one")
     rpm: int | None = Field(None, ge=1, description="Requests per minute")
     tpm: int | None = Field(None, ge=1, description="Tokens per minute (prompt at admission, completion after)")
 

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from strata.errors import RateLimited, StrataError, UpstreamError, UpstreamTimeout
-from strata.gateway.context import CallRecord
+from strata.gateway.context import CallRecord, estimate_prompt_tokens
 from strata.gateway.pipeline import check_context
 from strata.gateway.state import AppState
 from strata.routing.router import Attempts, Target
@@ -44,6 +44,14 @@ async def call_engine(state: AppState, call: CallRecord, req: Any, body: dict[st
     last: StrataError | None = None
     while (target := attempts.next()) is not None:
         check_context(req, target)
+        if state.governor.policies.limits and state.governor.limits.has_deployment_limits():
+            try:
+                await _deployment_limits(state, call, target, body)
+            except RateLimited as exc:  # this deployment is at its own limit: the next one, no breaker penalty
+                call.attempts.append({"deployment": target.deployment.name, "outcome": exc.code, "status": 429,
+                                      "ms": 0.0})
+                last = exc
+                continue
         call.deployment, call.engine = target.deployment.name, target.engine.engine_type
         call.role = target.deployment.role
         call.model = target.engine.model
@@ -65,6 +73,17 @@ async def call_engine(state: AppState, call: CallRecord, req: Any, body: dict[st
             continue
         return target, result
     raise last or attempts.unavailable()
+
+
+async def _deployment_limits(state: AppState, call: CallRecord, target: Target, body: dict[str, Any]) -> None:
+    admission = await state.governor.limits.admit_deployment(target.deployment.name, estimate_prompt_tokens(body))
+    if admission is None:
+        return
+    base, reservation = call.governed or (None, None)
+    if base is None:
+        call.governed = (admission, reservation)
+    else:
+        base.tokens += admission.tokens  # the completion is charged to the deployment's TPM too
 
 
 def begin(target: Target) -> float:

@@ -19,7 +19,7 @@ from strata.state.base import RateItem
 from strata.state.shared import SharedState
 
 WINDOW_MS = 60_000.0
-SCOPE_NAMES = {"key": "key", "team": "team", "route": "model"}
+SCOPE_NAMES = {"key": "key", "team": "team", "route": "model", "deployment": "deployment"}
 
 
 @dataclass(slots=True)
@@ -43,6 +43,8 @@ class RateLimits:
     def matching(self, principal: Principal, route: str) -> list[tuple[LimitRule, str]]:
         out = []
         for rule in self.rules():
+            if rule.scope == "deployment":  # checked per attempt, see ``admit_deployment``
+                continue
             value = subject_of(rule.scope, principal, route)
             if rule.subject in ("*", value):
                 out.append((rule, value))
@@ -65,10 +67,24 @@ class RateLimits:
             self._plans[cache_key] = found
         return found
 
+    def has_deployment_limits(self) -> bool:
+        return any(r.scope == "deployment" for r in self.rules())
+
+    async def admit_deployment(self, deployment: str, prompt_tokens: int) -> Admission | None:
+        """A deployment's own limits, checked when an attempt is about to use it: a deployment at its limit
+        is skipped for the next one (like a full one); when every one is, the client gets the 429."""
+        plan = [(rule, deployment, kind, limit, self.state.key("rl", "deployment", deployment, rule.subject, kind))
+                for rule in self.rules() if rule.scope == "deployment" and rule.subject in ("*", deployment)
+                for kind, limit in (("requests", rule.rpm), ("tokens", rule.tpm)) if limit is not None]
+        return await self._consume(plan, prompt_tokens) if plan else None
+
     async def admit(self, principal: Principal, route: str, prompt_tokens: int) -> Admission | None:
         plan = self.plan(principal, route)
         if not plan:
             return None
+        return await self._consume(plan, prompt_tokens)
+
+    async def _consume(self, plan: list[tuple[LimitRule, str, str, int, str]], prompt_tokens: int) -> Admission:
         items = [RateItem(key, WINDOW_MS / limit, WINDOW_MS, 1 if kind == "requests" else prompt_tokens)
                  for _, _, kind, limit, key in plan]
         labels = [(rule, value, kind, limit) for rule, value, kind, limit, _ in plan]

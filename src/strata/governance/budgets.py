@@ -28,13 +28,22 @@ from sqlalchemy import func, or_, select
 from strata.config.settings import BudgetRule, RouteConfig
 from strata.errors import RateLimited
 from strata.governance.keys import Principal
-from strata.state.base import NANO, BudgetItem
+from strata.state.base import NANO, BudgetItem, BudgetResult
 from strata.state.shared import SharedState
 from strata.store.tables import LedgerRow
 
 log = logging.getLogger(__name__)
 TTL = {"day": 2 * 86400, "month": 32 * 86400, "total": 0}
 DEFAULT_OUTPUT = 4096  # output tokens assumed when a request sets no max_tokens and the engine no window
+
+
+@dataclass(slots=True)
+class Prepared:
+    rules: list[tuple[BudgetRule, str]]
+    items: list[BudgetItem]
+    ttls: list[int]
+    now: datetime
+    estimate: float
 
 
 @dataclass(slots=True)
@@ -96,7 +105,8 @@ class Budgets:
     def _key(self, rule: BudgetRule, value: str, now: datetime) -> str:
         return self.state.key("budget", rule.scope, value, rule.period, bucket(rule.period, now))
 
-    async def reserve(self, principal: Principal, tags: dict[str, str], estimate: float) -> Reservation | None:
+    def prepare(self, principal: Principal, tags: dict[str, str], estimate: float) -> Prepared | None:
+        """The counters a request reserves on, or None when no budget applies to it."""
         rules = self.matching(principal, tags)
         if not rules:
             return None
@@ -105,13 +115,25 @@ class Budgets:
         buckets = {"day": now.strftime("%Y-%m-%d"), "month": now.strftime("%Y-%m"), "total": "total"}
         items = [BudgetItem(self.state.key("budget", r.scope, v, r.period, buckets[r.period]),
                             round(r.cap_usd * NANO), amount) for r, v in rules]
-        ttls = [TTL[r.period] for r, _ in rules]
+        return Prepared(rules, items, [TTL[r.period] for r, _ in rules], now, estimate)
+
+    async def reserve(self, principal: Principal, tags: dict[str, str], estimate: float) -> Reservation | None:
+        prepared = self.prepare(principal, tags, estimate)
+        if prepared is None:
+            return None
+        result = await self.state.run(lambda b: b.reserve(prepared.items, prepared.ttls))
+        return await self.conclude(prepared, result)
+
+    async def conclude(self, prepared: Prepared, result: BudgetResult) -> Reservation:
+        """Seed counters met for the first time (then reserve again); the reservation, or the 429."""
+        rules, items, ttls, now, estimate = prepared.rules, prepared.items, prepared.ttls, prepared.now, \
+            prepared.estimate
         for _ in range(3):
-            result = await self.state.run(lambda b: b.reserve(items, ttls))
             if not result.missing:
                 break
             for i in result.missing:
                 await self._seed(*rules[i], items[i].key, ttls[i], now)
+            result = await self.state.run(lambda b: b.reserve(items, ttls))
         if not result.allowed:
             rule, value = rules[result.failed]
             spent = (result.spent or [0])[0] / NANO

@@ -19,6 +19,7 @@ from strata.governance.budgets import Budgets, Reservation, max_cost
 from strata.governance.keys import Principal
 from strata.governance.limits import Admission, RateLimits
 from strata.governance.policies import PolicyStore
+from strata.state.base import NANO
 from strata.state.shared import SharedState
 
 
@@ -37,12 +38,24 @@ class Governor:
     async def admit(self, principal: Principal, route: RouteConfig, tags: dict[str, str], prompt_tokens: int,
                     output_limit: int | None, context: Callable[[str], int | None]
                     ) -> tuple[Admission | None, Reservation | None]:
-        admission = await self.limits.admit(principal, route.name, prompt_tokens) if self.policies.limits else None
-        reservation = None
-        if self.policies.budgets:
-            estimate = max_cost(route, prompt_tokens, output_limit, context)
-            reservation = await self.budgets.reserve(principal, tags, estimate)
-        return admission, reservation
+        plan = self.limits.plan(principal, route.name) if self.policies.limits else []
+        prepared = self.budgets.prepare(principal, tags, max_cost(route, prompt_tokens, output_limit, context)) \
+            if self.policies.budgets else None
+        if not plan:
+            return None, await self.budgets.conclude(prepared, await self.state.run(
+                lambda b: b.reserve(prepared.items, prepared.ttls))) if prepared else None
+        items = self.limits.items_for(plan, prompt_tokens)
+        if prepared is None:
+            result = await self.state.run(lambda b: b.rate(items))
+            return self.limits.conclude(plan, items, result, prompt_tokens), None
+        # both: one round trip (a pipeline on Redis)
+        rate, budget = await self.state.run(lambda b: b.admit(items, prepared.items, prepared.ttls))
+        if not rate.allowed and budget is not None and budget.allowed:  # give the reservation back
+            await self.state.run(lambda b: b.settle([i.key for i in prepared.items],
+                                                    [i.amount for i in prepared.items], [0] * len(prepared.items)))
+        admission = self.limits.conclude(plan, items, rate, prompt_tokens)
+        assert budget is not None
+        return admission, await self.budgets.conclude(prepared, budget)
 
     def settle_inline(self, admission: Admission | None, reservation: Reservation | None, prompt_tokens: int,
                       completion_tokens: int, cost: float) -> Coroutine[Any, Any, None] | None:
@@ -58,7 +71,12 @@ class Governor:
 
     async def settle(self, admission: Admission | None, reservation: Reservation | None, prompt_tokens: int,
                      completion_tokens: int, cost: float) -> None:
-        if admission is not None:
-            await self.limits.settle(admission, prompt_tokens, completion_tokens)
-        if reservation is not None:
-            await self.budgets.settle(reservation, cost)
+        charges = self.limits.charges(admission, prompt_tokens, completion_tokens) if admission else []
+        if reservation is None:
+            if charges:
+                await self.state.run(lambda b: b.charge(charges))
+            return
+        nano = max(round(cost * NANO), 0)
+        keys, amounts = [i.key for i in reservation.items], [i.amount for i in reservation.items]
+        after = await self.state.run(lambda b: b.finish(charges, keys, amounts, [nano] * len(keys)))
+        await self.budgets.alert(self.budgets.crossings(reservation, nano, after))

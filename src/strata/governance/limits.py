@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from strata.config.settings import LimitRule
 from strata.errors import RateLimited
 from strata.governance.keys import Principal
-from strata.state.base import RateItem
+from strata.state.base import RateItem, RateResult
 from strata.state.shared import SharedState
 
 WINDOW_MS = 60_000.0
@@ -85,10 +85,19 @@ class RateLimits:
         return await self._consume(plan, prompt_tokens)
 
     async def _consume(self, plan: list[tuple[LimitRule, str, str, int, str]], prompt_tokens: int) -> Admission:
-        items = [RateItem(key, WINDOW_MS / limit, WINDOW_MS, 1 if kind == "requests" else prompt_tokens)
-                 for _, _, kind, limit, key in plan]
-        labels = [(rule, value, kind, limit) for rule, value, kind, limit, _ in plan]
+        items = self.items_for(plan, prompt_tokens)
         result = await self.state.run(lambda b: b.rate(items))
+        return self.conclude(plan, items, result, prompt_tokens)
+
+    @staticmethod
+    def items_for(plan: list[tuple[LimitRule, str, str, int, str]], prompt_tokens: int) -> list[RateItem]:
+        return [RateItem(key, WINDOW_MS / limit, WINDOW_MS, 1 if kind == "requests" else prompt_tokens)
+                for _, _, kind, limit, key in plan]
+
+    def conclude(self, plan: list[tuple[LimitRule, str, str, int, str]], items: list[RateItem], result: RateResult,
+                 prompt_tokens: int) -> Admission:
+        """The admission (headers, token counters to settle), or the 429 naming the limit that refused."""
+        labels = [(rule, value, kind, limit) for rule, value, kind, limit, _ in plan]
         if not result.allowed:
             rule, value, kind, limit = labels[result.failed]
             self.state.metrics.limited.labels(rule.scope, kind).inc()

@@ -68,6 +68,16 @@ class StateBackend(Protocol):
         and the next ``reserve`` would not seed it with the ledger's spend."""
         ...
 
+    async def admit(self, rate: list[RateItem], budget: list[BudgetItem],
+                    ttl_s: list[int]) -> tuple[RateResult, BudgetResult | None]:
+        """``rate`` then ``reserve`` in one round trip; the reservation may be skipped when the rate refuses."""
+        ...
+
+    async def finish(self, charge: list[RateItem], keys: list[str], reserved: list[int],
+                     actual: list[int]) -> list[int]:
+        """``charge`` then ``settle`` in one round trip."""
+        ...
+
     async def seed(self, key: str, spent: int, ttl_s: int) -> None:
         """Create a budget counter with spend so far (from the ledger) unless it exists."""
         ...

@@ -68,6 +68,16 @@ class MemoryBackend:
             out.append(b[0])
         return out
 
+    async def admit(self, rate: list[RateItem], budget: list[BudgetItem],
+                    ttl_s: list[int]) -> tuple[RateResult, BudgetResult | None]:
+        result = await self.rate(rate)
+        return result, (await self.reserve(budget, ttl_s) if result.allowed else None)
+
+    async def finish(self, charge: list[RateItem], keys: list[str], reserved: list[int],
+                     actual: list[int]) -> list[int]:
+        self.charge_now(charge)
+        return self.settle_now(keys, reserved, actual)
+
     async def seed(self, key: str, spent: int, ttl_s: int) -> None:
         self.budgets.setdefault(key, [spent, 0])
 

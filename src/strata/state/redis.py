@@ -108,26 +108,41 @@ class RedisBackend:
         self._seed = self.client.register_script(SEED)
 
     async def rate(self, items: list[RateItem]) -> RateResult:
-        args: list[Any] = []
-        for it in items:
-            args += [it.interval_ms, it.burst_ms, it.cost]
-        out = await self._rate(keys=[it.key for it in items], args=args)
+        return self._rate_result(await self._rate(keys=[it.key for it in items], args=_rate_args(items)))
+
+    async def admit(self, rate: list[RateItem], budget: list[BudgetItem],
+                    ttl_s: list[int]) -> tuple[RateResult, BudgetResult | None]:
+        async with self.client.pipeline(transaction=False) as pipe:
+            await self._rate(keys=[it.key for it in rate], args=_rate_args(rate), client=pipe)
+            await self._reserve(keys=[it.key for it in budget], args=_budget_args(budget), client=pipe)
+            rate_out, budget_out = await pipe.execute()
+        return self._rate_result(rate_out), self._budget_result(budget_out)
+
+    async def finish(self, charge: list[RateItem], keys: list[str], reserved: list[int],
+                     actual: list[int]) -> list[int]:
+        if not charge:
+            return await self.settle(keys, reserved, actual)
+        async with self.client.pipeline(transaction=False) as pipe:
+            await self._charge(keys=[it.key for it in charge], args=_charge_args(charge), client=pipe)
+            await self._settle(keys=keys, args=_settle_args(reserved, actual), client=pipe)
+            _, out = await pipe.execute()
+        return [int(v) for v in out]
+
+    @staticmethod
+    def _rate_result(out: list[Any]) -> RateResult:
         if int(out[0]) == 0:
             return RateResult(False, int(out[1]), float(out[2]))
         rest = out[3:]
         return RateResult(True, remaining=[int(v) for v in rest[0::2]], reset_ms=[float(v) for v in rest[1::2]])
 
     async def charge(self, items: list[RateItem]) -> None:
-        args: list[Any] = []
-        for it in items:
-            args += [it.interval_ms, it.cost]
-        await self._charge(keys=[it.key for it in items], args=args)
+        await self._charge(keys=[it.key for it in items], args=_charge_args(items))
 
     async def reserve(self, items: list[BudgetItem], ttl_s: list[int]) -> BudgetResult:
-        args: list[Any] = []
-        for it in items:
-            args += [it.cap, it.amount]
-        out = await self._reserve(keys=[it.key for it in items], args=args)
+        return self._budget_result(await self._reserve(keys=[it.key for it in items], args=_budget_args(items)))
+
+    @staticmethod
+    def _budget_result(out: list[Any]) -> BudgetResult:
         status = int(out[0])
         if status == 2:
             return BudgetResult(False, missing=[int(i) for i in out[1]])
@@ -136,10 +151,7 @@ class RedisBackend:
         return BudgetResult(True, spent=[int(v) for v in out[1]])
 
     async def settle(self, keys: list[str], reserved: list[int], actual: list[int]) -> list[int]:
-        args: list[Any] = []
-        for res, act in zip(reserved, actual, strict=True):
-            args += [res, act]
-        return [int(v) for v in await self._settle(keys=keys, args=args)]
+        return [int(v) for v in await self._settle(keys=keys, args=_settle_args(reserved, actual))]
 
     async def seed(self, key: str, spent: int, ttl_s: int) -> None:
         await self._seed(keys=[key], args=[spent, ttl_s])
@@ -152,3 +164,19 @@ class RedisBackend:
 
     async def close(self) -> None:
         await self.client.aclose()
+
+
+def _rate_args(items: list[RateItem]) -> list[Any]:
+    return [v for it in items for v in (it.interval_ms, it.burst_ms, it.cost)]
+
+
+def _charge_args(items: list[RateItem]) -> list[Any]:
+    return [v for it in items for v in (it.interval_ms, it.cost)]
+
+
+def _budget_args(items: list[BudgetItem]) -> list[Any]:
+    return [v for it in items for v in (it.cap, it.amount)]
+
+
+def _settle_args(reserved: list[int], actual: list[int]) -> list[Any]:
+    return [v for res, act in zip(reserved, actual, strict=True) for v in (res, act)]

@@ -152,3 +152,39 @@ def test_cli_deploys_shows_and_removes_on_a_running_strata(upstream: FaultyUpstr
         assert len(bad.stderr.strip().splitlines()) == 1
     finally:
         proc.stop()
+
+
+async def test_a_change_made_through_one_replica_reaches_the_other(upstream: FaultyUpstream, tmp_path: Path) -> None:
+    """Two gateways on one database: a deployment added through the first serves through the second within
+    a sync interval, and a reset through the second takes it away on the first."""
+    routes = [openai_route("ok", upstream.base_url, "ok")]
+
+    def app() -> Any:
+        return create_app(load_settings(None, data_dir=tmp_path, routes=routes, admin_key=ADMIN_KEY,
+                                        keys={"sync_interval": 0.1}))
+
+    app_a, app_b = app(), app()
+    async with app_a.router.lifespan_context(app_a), app_b.router.lifespan_context(app_b):
+        clients = [httpx.AsyncClient(transport=httpx.ASGITransport(app=a), base_url="http://strata",
+                                     headers={"Authorization": f"Bearer {ADMIN_KEY}"}) for a in (app_a, app_b)]
+        one, two = clients
+
+        async def names(client: httpx.AsyncClient) -> list[str]:
+            return [d["name"] for d in (await client.get("/admin/routes/ok")).json()["deployments"]]
+
+        assert (await one.put("/admin/routes/ok/deployments/ok-b", json=second(upstream))).status_code == 200
+        for _ in range(50):
+            if await names(two) == ["ok-dep", "ok-b"]:
+                break
+            await asyncio.sleep(0.05)
+        assert await names(two) == ["ok-dep", "ok-b"]
+        assert (await two.post("/v1/chat/completions", json=CHAT)).status_code == 200
+        assert (await two.post("/admin/routes/ok/reset")).status_code == 200
+        for _ in range(50):
+            if await names(one) == ["ok-dep"]:
+                break
+            await asyncio.sleep(0.05)
+        assert await names(one) == ["ok-dep"]
+        for c in clients:
+            await c.aclose()
+

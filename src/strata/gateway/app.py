@@ -76,6 +76,7 @@ def build_state(settings: Settings) -> AppState:
 
     rollouts.apply = apply
     state.refresh_scorers()
+    state.seen_change = route_changes.version()
     return state
 
 
@@ -157,6 +158,7 @@ async def _startup(state: AppState) -> None:
         asyncio.create_task(state.auth.sync_forever(state.settings.keys.sync_interval), name="key-sync"),
         asyncio.create_task(analyse_canaries(state), name="canary-analysis"),
         asyncio.create_task(sync_policies(state), name="policy-sync"),
+        asyncio.create_task(routes_admin.follow(state), name="route-follow"),
     ]
     if state.settings.cost_alerts.enabled:
         state.tasks.append(asyncio.create_task(watch_costs(state), name="cost-alerts"))

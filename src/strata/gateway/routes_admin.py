@@ -24,6 +24,7 @@ from strata.gateway.schemas import validate
 from strata.gateway.shadow import report
 from strata.gateway.state import AppState
 from strata.observe.usage import parse_window
+from strata.routing.changes import apply_overrides
 from strata.routing.router import Deployment
 
 log = logging.getLogger(__name__)
@@ -210,7 +211,37 @@ async def list_events(state: AppState, request: Request) -> dict[str, Any]:
 
 async def apply_change(state: AppState, actor: str, old: RouteConfig | None, new: RouteConfig,
                        action: str, record_after: bool = True, reason: str | None = None) -> dict[str, Any]:
-    """Build and start engines for new or changed deployments, swap the route in, record, drain the rest."""
+    """Swap the route in (see ``swap``) and record the change in the audit trail."""
+    async with state.route_lock:  # ``follow`` must not see the swap before the record
+        await swap(state, old, new)
+        change = await asyncio.to_thread(state.route_changes.record, new.name, action, actor, old,
+                                         new if record_after else None, reason)
+    log.info("route %s: %s by %s", new.name, action, actor)
+    return {"route": route_view(state, new), "change": change}
+
+
+async def follow(state: AppState) -> None:
+    """Apply route changes recorded by other replicas (sharing the database), every ``keys.sync_interval``."""
+    while True:
+        await asyncio.sleep(state.settings.keys.sync_interval)
+        try:
+            latest = await asyncio.to_thread(state.route_changes.version)
+            if latest == state.seen_change:
+                continue
+            async with state.route_lock:
+                overrides = await asyncio.to_thread(state.route_changes.overrides)
+                for route in apply_overrides(state.settings.routes, overrides):
+                    current = state.router.routes.get(route.name)
+                    if current != route:
+                        await swap(state, current, route)
+                        log.info("route %s: followed a change made through another replica", route.name)
+                state.seen_change = latest
+        except Exception:  # a bad pass (database away, an engine that cannot start) is retried next time
+            log.exception("following route changes failed")
+
+
+async def swap(state: AppState, old: RouteConfig | None, new: RouteConfig) -> None:
+    """Build and start engines for new or changed deployments, swap the route in, drain the rest."""
     before = {d.name: d for d in old.deployments} if old else {}
     engines: dict[str, Engine] = {}
     try:
@@ -225,12 +256,8 @@ async def apply_change(state: AppState, actor: str, old: RouteConfig | None, new
     removed = state.router.replace_route(new, engines)
     state.rollouts.sync()
     state.refresh_scorers()
-    change = await asyncio.to_thread(state.route_changes.record, new.name, action, actor, old,
-                                     new if record_after else None, reason)
     for dep in removed:
         state.tasks.append(asyncio.create_task(_drain(state, dep), name=f"drain-{dep.cfg.name}"))
-    log.info("route %s: %s by %s", new.name, action, actor)
-    return {"route": route_view(state, new), "change": change}
 
 
 async def _drain(state: AppState, dep: Deployment) -> None:

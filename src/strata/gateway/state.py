@@ -54,6 +54,8 @@ class AppState:
     scorers: dict[str, Scorer] = field(default_factory=dict)
     cache: ExactCache = field(default_factory=ExactCache)
     semantic: SemanticCache = field(default_factory=SemanticCache)
+    seen_change: tuple[int, int] = (0, 0)  # (count, newest id) of the route changes applied here
+    route_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     settling: set[asyncio.Task[None]] = field(default_factory=set)  # governance settlements, awaited on stop
 
     def refresh_scorers(self) -> None:

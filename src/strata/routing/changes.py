@@ -1,7 +1,8 @@
 """Run-time route changes: recorded (who, when, before/after) and replayed over the config at startup.
 
 The newest change of a route wins over ``strata.yaml`` until ``reset``, which records ``after = null``
-(back to the file). Every replica reading the same database starts from the same routes.
+(back to the file). Every replica reading the same database starts from the same routes, and follows
+changes made through any other replica within ``keys.sync_interval`` (``gateway.routes_admin.follow``).
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
 from strata.config.settings import RouteConfig
@@ -33,6 +34,13 @@ class RouteChangeStore:
         q = select(RouteChange).where(RouteChange.route == route).order_by(RouteChange.id.desc()).limit(limit)
         with Session(self.engine) as s:
             return [change_view(r) for r in s.scalars(q)]
+
+    def version(self) -> tuple[int, int]:
+        """(count, newest id) of the changes: moves whenever any replica records one, even when ids commit out
+        of order (PostgreSQL sequences)."""
+        with Session(self.engine) as s:
+            count, newest = s.execute(select(func.count(), func.max(RouteChange.id))).one()
+        return int(count or 0), int(newest or 0)
 
     def overrides(self) -> dict[str, RouteConfig | None]:
         """The newest state of every changed route (None: back to the config file)."""

@@ -13,6 +13,7 @@ import asyncio
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import uuid
@@ -611,3 +612,30 @@ async def test_deployment_limit_moves_traffic_to_the_next_deployment_then_refuse
             refused = await chat(client, model="solo")
             message = refusal(refused, "rate_limit_exceeded")
             assert "deployment 'solo'" in message and "requests per minute: limit 2" in message, message
+
+
+async def test_spend_during_a_redis_outage_counts_when_it_returns(upstream: FaultyUpstream, tmp_path: Path,
+                                                                  own_redis: RedisServer) -> None:
+    """Redis stalls (its data kept) and the gateway serves on local counters (fail-open); when it answers
+    again its counters are raised to the ledger's spend, so what was spent meanwhile still counts."""
+    state = {"backend": "redis", "redis_url": own_redis.url, "key_prefix": "t", "retry_interval": 0.2,
+             "timeout": 0.1, "on_unavailable": "fail-open"}
+    budgets = [{"scope": "key", "subject": "admin-env", "period": "day", "cap_usd": 0.06}]
+    assert own_redis.proc is not None
+    async with gateway(tmp_path, priced(upstream), state=state, budgets=budgets) as client:
+        for _ in range(2):
+            assert (await ask(client)).status_code == 200  # $0.026 on Redis
+        await spent(tmp_path, 2, lambda row: True)
+        own_redis.proc.send_signal(signal.SIGSTOP)  # Redis stalls, keeping its data
+        try:
+            for _ in range(2):
+                assert (await ask(client)).status_code == 200  # local counter from the ledger: $0.052
+            assert await metric(client, "strata_state_backend_up") == 0.0
+            await spent(tmp_path, 4, lambda row: True)
+        finally:
+            own_redis.proc.send_signal(signal.SIGCONT)
+        await asyncio.sleep(0.3)
+        refused = await ask(client)  # Redis knew $0.026; with the outage's spend it is $0.052 + $0.013 > cap
+        assert refused.status_code == 429, refused.text
+        assert await metric(client, "strata_state_backend_up") == 1.0
+        assert await spent(tmp_path, 5, lambda row: True) == pytest.approx(4 * COST)

@@ -88,6 +88,8 @@ class Budgets:
         self.db = db
         self.emit = emit
         self.now = now
+        self._epoch = 0
+        self._caught_up: set[str] = set()
 
     def matching(self, principal: Principal, tags: dict[str, str]) -> list[tuple[BudgetRule, str]]:
         out = []
@@ -117,10 +119,25 @@ class Budgets:
                             round(r.cap_usd * NANO), amount) for r, v in rules]
         return Prepared(rules, items, [TTL[r.period] for r, _ in rules], now, estimate)
 
+    async def catch_up(self, prepared: Prepared) -> None:
+        """After a Redis outage (fail-open), spend served on local counters is only in the ledger: raise each
+        shared counter to the ledger's spend, once per counter and outage."""
+        if self._epoch != self.state.epoch:
+            self._epoch, self._caught_up = self.state.epoch, set()
+        if not self._epoch:
+            return
+        for (rule, value), item, ttl in zip(prepared.rules, prepared.items, prepared.ttls, strict=True):
+            if item.key not in self._caught_up:
+                await self._seed(rule, value, item.key, ttl, prepared.now)
+                self._caught_up.add(item.key)
+
     async def reserve(self, principal: Principal, tags: dict[str, str], estimate: float) -> Reservation | None:
         prepared = self.prepare(principal, tags, estimate)
         if prepared is None:
             return None
+        if self.state.remote is not None:
+            await self.state.probe()
+            await self.catch_up(prepared)
         result = await self.state.run(lambda b: b.reserve(prepared.items, prepared.ttls))
         return await self.conclude(prepared, result)
 

@@ -41,6 +41,10 @@ class Governor:
         plan = self.limits.plan(principal, route.name) if self.policies.limits else []
         prepared = self.budgets.prepare(principal, tags, max_cost(route, prompt_tokens, output_limit, context)) \
             if self.policies.budgets else None
+        if prepared is not None and self.state.remote is not None:
+            await self.state.probe()
+            if self.state.epoch:
+                await self.budgets.catch_up(prepared)
         if not plan:
             return None, await self.budgets.conclude(prepared, await self.state.run(
                 lambda b: b.reserve(prepared.items, prepared.ttls))) if prepared else None

@@ -79,7 +79,7 @@ class StateBackend(Protocol):
         ...
 
     async def seed(self, key: str, spent: int, ttl_s: int) -> None:
-        """Create a budget counter with spend so far (from the ledger) unless it exists."""
+        """Create a budget counter with spend so far (from the ledger), or raise an existing one to it."""
         ...
 
     async def flag(self, key: str, ttl_s: int) -> bool:

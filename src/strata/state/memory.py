@@ -79,7 +79,8 @@ class MemoryBackend:
         return self.settle_now(keys, reserved, actual)
 
     async def seed(self, key: str, spent: int, ttl_s: int) -> None:
-        self.budgets.setdefault(key, [spent, 0])
+        b = self.budgets.setdefault(key, [spent, 0])
+        b[0] = max(b[0], spent)
 
     async def flag(self, key: str, ttl_s: int) -> bool:
         now = time.time()

@@ -92,6 +92,8 @@ SEED = """
 if redis.call('EXISTS', KEYS[1]) == 0 then
   redis.call('HSET', KEYS[1], 'spent', ARGV[1], 'reserved', 0)
   if tonumber(ARGV[2]) > 0 then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
+elseif tonumber(redis.call('HGET', KEYS[1], 'spent') or 0) < tonumber(ARGV[1]) then
+  redis.call('HSET', KEYS[1], 'spent', ARGV[1])
 end
 return 1
 """

@@ -38,6 +38,7 @@ class SharedState:
         self.local = MemoryBackend()
         self.remote: StateBackend | None = RedisBackend(cfg.redis_url, cfg.timeout) if cfg.backend == "redis" else None
         self.down_until = 0.0
+        self.epoch = 0  # moves when Redis comes back after an outage
         self.prefix = cfg.key_prefix
         metrics.state_up.set(1)
 
@@ -55,6 +56,7 @@ class SharedState:
             else:
                 if self.down_until:
                     self.down_until = 0.0
+                    self.epoch += 1  # spend counted locally meanwhile: budgets catch up from the ledger
                     self.metrics.state_up.set(1)
                     log.warning("shared state: Redis is back; counting across replicas again")
                 return result
@@ -62,6 +64,11 @@ class SharedState:
             raise UpstreamUnavailable("Shared state (Redis) is unavailable; try again shortly.",
                                       code="state_unavailable", retry_after=self.cfg.retry_interval)
         return await op(self.local)
+
+    async def probe(self) -> None:
+        """After an outage, learn whether Redis is back before counting on it (so budgets catch up first)."""
+        if self.remote is not None and self.down_until and time.monotonic() >= self.down_until:
+            await self.run(lambda b: b.ping())
 
     def _down(self, exc: BaseException) -> None:
         first = self.down_until == 0.0

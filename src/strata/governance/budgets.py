@@ -159,11 +159,14 @@ class Budgets:
             what = f"{rule.scope} '{value}'" if rule.scope != "tag" else f"tag {value}"
             period = {"day": "today", "month": "this month", "total": "in total"}[rule.period]
             in_flight = f" (+ ${held:.4f} held by requests in flight)" if held else ""
-            await self._alert_once(rule, value, now, "budget_exceeded",
-                                   f"budget of {what} refused a request: ${spent:.6f}{in_flight} of "
-                                   f"${rule.cap_usd:g} spent {period}")
+            exhausted = spent + estimate > rule.cap_usd  # not only held by requests that may cost less
+            if exhausted:
+                await self._alert_once(rule, value, now, "budget_exceeded",
+                                       f"budget of {what} refused a request: ${spent:.6f}{in_flight} of "
+                                       f"${rule.cap_usd:g} spent {period}")
             raise RateLimited(f"Budget exceeded for {what}: ${spent:.4f}{in_flight} of ${rule.cap_usd:g} spent "
-                              f"{period}, and this request may cost up to ${estimate:.4f}.", code="budget_exceeded")
+                              f"{period}, and this request may cost up to ${estimate:.4f}.", code="budget_exceeded",
+                              retry_after=None if exhausted else 1)
         return Reservation(rules, items)
 
     async def _seed(self, rule: BudgetRule, value: str, key: str, ttl: int, now: datetime) -> None:

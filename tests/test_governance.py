@@ -639,3 +639,40 @@ async def test_spend_during_a_redis_outage_counts_when_it_returns(upstream: Faul
         assert refused.status_code == 429, refused.text
         assert await metric(client, "strata_state_backend_up") == 1.0
         assert await spent(tmp_path, 5, lambda row: True) == pytest.approx(4 * COST)
+
+
+async def test_a_gateway_killed_mid_request_does_not_shrink_the_budget_for_good(upstream: FaultyUpstream,
+                                                                               tmp_path: Path, prefix: str) -> None:
+    """A replica SIGKILLed while a request holds a reservation never settles it; the hold expires after
+    ``state.reservation_ttl`` and the other replica can spend that money again."""
+    config = {
+        "routes": [{"name": "m", "deployments": [
+            {"name": "d", "engine": {"type": "openai", "base_url": upstream.base_url, "model": "ok"},
+             "price": PRICE}]},
+            {"name": "stall", "deployments": [
+                {"name": "s", "engine": {"type": "openai", "base_url": upstream.base_url, "model": "stall"},
+                 "price": PRICE}]}],
+        "database": {"url": f"sqlite:///{tmp_path / 'strata.db'}"},
+        "state": {**shared_redis(prefix), "reservation_ttl": 2.0},
+        "budgets": [{"scope": "key", "subject": "*", "period": "day", "cap_usd": 1.5 * COST}],
+    }
+    doomed, survivor = (StrataProcess(tmp_path / name, config) for name in ("a", "b"))
+    try:
+        doomed.start(ready_timeout=60)
+        survivor.start(ready_timeout=60)
+        async with httpx.AsyncClient(timeout=30) as http:
+            def post(p: StrataProcess, model: str) -> Any:
+                return http.post(p.url + "/v1/chat/completions", headers={"Authorization": f"Bearer {ADMIN_KEY}"},
+                                 json={"model": model, "messages": ASK, "max_tokens": 3})
+
+            hits = upstream.hits
+            held = asyncio.create_task(post(doomed, "stall"))
+            await eventually(lambda: upstream.hits > hits, "the stalled request to hold its reservation")
+            doomed.stop(signal.SIGKILL)
+            await asyncio.gather(held, return_exceptions=True)
+            assert (await post(survivor, "m")).status_code == 429  # the dead replica's hold still counts
+            await asyncio.sleep(2.2)
+            assert (await post(survivor, "m")).status_code == 200  # released when it expired
+    finally:
+        doomed.stop(signal.SIGKILL)
+        survivor.stop()

@@ -250,6 +250,8 @@ class StateSettings(_Strict):
         "fail-closed answers 503")
     retry_interval: float = Field(1.0, gt=0, description="Seconds before trying an unreachable Redis again")
     timeout: float = Field(0.25, gt=0, description="Seconds a Redis call may take before it counts as down")
+    reservation_ttl: float = Field(900.0, gt=0, description="Seconds a budget reservation may be held; one whose "
+                                   "request never settles (a gateway killed mid-request) is released after this")
 
 
 class LimitRule(_Strict):

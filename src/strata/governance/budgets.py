@@ -15,8 +15,11 @@ event per budget and period, whichever replica crosses it.
 from __future__ import annotations
 
 import asyncio
+import functools
+import itertools
 import logging
 import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -90,6 +93,8 @@ class Budgets:
         self.now = now
         self._epoch = 0
         self._caught_up: set[str] = set()
+        # reservation ids: unique across replicas (random prefix) and cheap (a counter)
+        self._next_hold = functools.partial(next, map(f"h{os.urandom(6).hex()}-{{:x}}".format, itertools.count()))
 
     def matching(self, principal: Principal, tags: dict[str, str]) -> list[tuple[BudgetRule, str]]:
         out = []
@@ -115,8 +120,9 @@ class Budgets:
         now = self.now()
         amount = math.ceil(estimate * NANO)
         buckets = {"day": now.strftime("%Y-%m-%d"), "month": now.strftime("%Y-%m"), "total": "total"}
+        hold, hold_ms = self._next_hold(), int(self.state.cfg.reservation_ttl * 1000)
         items = [BudgetItem(self.state.key("budget", r.scope, v, r.period, buckets[r.period]),
-                            round(r.cap_usd * NANO), amount) for r, v in rules]
+                            round(r.cap_usd * NANO), amount, hold, hold_ms) for r, v in rules]
         return Prepared(rules, items, [TTL[r.period] for r, _ in rules], now, estimate)
 
     async def catch_up(self, prepared: Prepared) -> None:
@@ -176,15 +182,13 @@ class Budgets:
 
     async def settle(self, res: Reservation, actual: float) -> None:
         cost = max(round(actual * NANO), 0)
-        after = await self.state.run(lambda b: b.settle([i.key for i in res.items], [i.amount for i in res.items],
-                                                        [cost] * len(res.items)))
+        after = await self.state.run(lambda b: b.settle(res.items, [cost] * len(res.items)))
         await self.alert(self.crossings(res, cost, after))
 
     def settle_local(self, res: Reservation, actual: float) -> list[tuple[BudgetRule, str, float, int]]:
         """Settle on the in-process backend without awaiting; returns the alert shares crossed."""
         cost = max(round(actual * NANO), 0)
-        after = self.state.local.settle_now([i.key for i in res.items], [i.amount for i in res.items],
-                                            [cost] * len(res.items))
+        after = self.state.local.settle_now(res.items, [cost] * len(res.items))
         return self.crossings(res, cost, after)
 
     @staticmethod

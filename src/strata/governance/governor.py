@@ -55,8 +55,7 @@ class Governor:
         # both: one round trip (a pipeline on Redis)
         rate, budget = await self.state.run(lambda b: b.admit(items, prepared.items, prepared.ttls))
         if not rate.allowed and budget is not None and budget.allowed:  # give the reservation back
-            await self.state.run(lambda b: b.settle([i.key for i in prepared.items],
-                                                    [i.amount for i in prepared.items], [0] * len(prepared.items)))
+            await self.state.run(lambda b: b.settle(prepared.items, [0] * len(prepared.items)))
         admission = self.limits.conclude(plan, items, rate, prompt_tokens)
         assert budget is not None
         return admission, await self.budgets.conclude(prepared, budget)
@@ -81,6 +80,6 @@ class Governor:
                 await self.state.run(lambda b: b.charge(charges))
             return
         nano = max(round(cost * NANO), 0)
-        keys, amounts = [i.key for i in reservation.items], [i.amount for i in reservation.items]
-        after = await self.state.run(lambda b: b.finish(charges, keys, amounts, [nano] * len(keys)))
+        items = reservation.items
+        after = await self.state.run(lambda b: b.finish(charges, items, [nano] * len(items)))
         await self.budgets.alert(self.budgets.crossings(reservation, nano, after))

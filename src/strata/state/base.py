@@ -36,6 +36,8 @@ class BudgetItem:
     key: str
     cap: int  # nano-dollars
     amount: int  # nano-dollars to reserve
+    hold: str = ""  # this reservation's id (the request id): settling releases exactly it, once
+    hold_ms: int = 900_000  # a hold never settled (its gateway died) is released after this long
 
 
 @dataclass(slots=True)
@@ -60,8 +62,10 @@ class StateBackend(Protocol):
         """Reserve every amount, or none when one budget's spent + reserved + amount exceeds its cap."""
         ...
 
-    async def settle(self, keys: list[str], reserved: list[int], actual: list[int]) -> list[int]:
-        """Release reservations, add actual spend; returns spent after, per key.
+    async def settle(self, items: list[BudgetItem], actual: list[int]) -> list[int]:
+        """Release the items' holds (unless they expired already), add actual spend; returns spent after, per
+        key. A hold whose request never settles (its gateway died) is released by the next ``reserve`` after
+        ``hold_ms``, so a crash cannot shrink a budget for good.
 
         A counter that does not exist (lost with a Redis restart, or reserved on another backend before a
         failover) is left absent and reported as -1: created here it would start from this one request,
@@ -73,8 +77,7 @@ class StateBackend(Protocol):
         """``rate`` then ``reserve`` in one round trip; the reservation may be skipped when the rate refuses."""
         ...
 
-    async def finish(self, charge: list[RateItem], keys: list[str], reserved: list[int],
-                     actual: list[int]) -> list[int]:
+    async def finish(self, charge: list[RateItem], items: list[BudgetItem], actual: list[int]) -> list[int]:
         """``charge`` then ``settle`` in one round trip."""
         ...
 

@@ -14,6 +14,7 @@ class MemoryBackend:
     def __init__(self) -> None:
         self.tats: dict[str, float] = {}
         self.budgets: dict[str, list[int]] = {}  # key -> [spent, reserved]
+        self.holds: dict[str, dict[str, tuple[float, int]]] = {}  # key -> hold -> (expires ms, amount)
         self.flags: dict[str, float] = {}
 
     @staticmethod
@@ -45,25 +46,41 @@ class MemoryBackend:
         missing = [i for i, it in enumerate(items) if it.key not in self.budgets]
         if missing:
             return BudgetResult(False, missing=missing)
+        now = self.now_ms()
+        for it in items:
+            self._expire(it.key, now)
         for i, it in enumerate(items):
             spent, reserved = self.budgets[it.key]
             if spent + reserved + it.amount > it.cap:
                 return BudgetResult(False, i, spent=[spent], reserved=[reserved])
         for it in items:
             self.budgets[it.key][1] += it.amount
+            self.holds.setdefault(it.key, {})[it.hold] = (now + it.hold_ms, it.amount)
         return BudgetResult(True, spent=[self.budgets[it.key][0] for it in items])
 
-    async def settle(self, keys: list[str], reserved: list[int], actual: list[int]) -> list[int]:
-        return self.settle_now(keys, reserved, actual)
+    def _expire(self, key: str, now: float) -> None:
+        """Release holds whose request never settled (in time)."""
+        holds = self.holds.get(key)
+        if not holds:
+            return
+        for hold, (expires, amount) in list(holds.items()):
+            if expires <= now:
+                del holds[hold]
+                self.budgets[key][1] = max(self.budgets[key][1] - amount, 0)
 
-    def settle_now(self, keys: list[str], reserved: list[int], actual: list[int]) -> list[int]:
+    async def settle(self, items: list[BudgetItem], actual: list[int]) -> list[int]:
+        return self.settle_now(items, actual)
+
+    def settle_now(self, items: list[BudgetItem], actual: list[int]) -> list[int]:
         out = []
-        for key, res, act in zip(keys, reserved, actual, strict=True):
-            b = self.budgets.get(key)
+        for it, act in zip(items, actual, strict=True):
+            b = self.budgets.get(it.key)
             if b is None:
                 out.append(-1)
                 continue
-            b[1] = max(b[1] - res, 0)
+            held = self.holds.get(it.key, {}).pop(it.hold, None)
+            if held is not None:
+                b[1] = max(b[1] - held[1], 0)
             b[0] += act
             out.append(b[0])
         return out
@@ -73,10 +90,9 @@ class MemoryBackend:
         result = await self.rate(rate)
         return result, (await self.reserve(budget, ttl_s) if result.allowed else None)
 
-    async def finish(self, charge: list[RateItem], keys: list[str], reserved: list[int],
-                     actual: list[int]) -> list[int]:
+    async def finish(self, charge: list[RateItem], items: list[BudgetItem], actual: list[int]) -> list[int]:
         self.charge_now(charge)
-        return self.settle_now(keys, reserved, actual)
+        return self.settle_now(items, actual)
 
     async def seed(self, key: str, spent: int, ttl_s: int) -> None:
         b = self.budgets.setdefault(key, [spent, 0])

@@ -54,21 +54,41 @@ return 1
 """
 
 RESERVE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local missing = {}
 for i = 1, #KEYS do
   if redis.call('EXISTS', KEYS[i]) == 0 then table.insert(missing, i - 1) end
 end
 if #missing > 0 then return {2, missing} end
 for i = 1, #KEYS do
-  local cap = tonumber(ARGV[(i - 1) * 2 + 1])
-  local amount = tonumber(ARGV[(i - 1) * 2 + 2])
+  local holds = KEYS[i] .. ':holds'
+  local expired = redis.call('ZRANGEBYSCORE', holds, '-inf', now)
+  if #expired > 0 then
+    local freed = 0
+    for _, member in ipairs(expired) do
+      freed = freed + tonumber(string.match(member, ':(%d+)$'))
+    end
+    redis.call('ZREMRANGEBYSCORE', holds, '-inf', now)
+    local reserved = redis.call('HINCRBY', KEYS[i], 'reserved', -freed)
+    if reserved < 0 then redis.call('HSET', KEYS[i], 'reserved', 0) end
+  end
+end
+for i = 1, #KEYS do
+  local cap = tonumber(ARGV[(i - 1) * 4 + 1])
+  local amount = tonumber(ARGV[(i - 1) * 4 + 2])
   local spent = tonumber(redis.call('HGET', KEYS[i], 'spent') or 0)
   local reserved = tonumber(redis.call('HGET', KEYS[i], 'reserved') or 0)
   if spent + reserved + amount > cap then return {0, i - 1, spent, reserved} end
 end
 local spent = {}
 for i = 1, #KEYS do
-  redis.call('HINCRBY', KEYS[i], 'reserved', tonumber(ARGV[(i - 1) * 2 + 2]))
+  local amount = ARGV[(i - 1) * 4 + 2]
+  local holds = KEYS[i] .. ':holds'
+  redis.call('HINCRBY', KEYS[i], 'reserved', amount)
+  redis.call('ZADD', holds, now + tonumber(ARGV[(i - 1) * 4 + 4]), ARGV[(i - 1) * 4 + 3] .. ':' .. amount)
+  local ttl = redis.call('TTL', KEYS[i])
+  if ttl > 0 then redis.call('EXPIRE', holds, ttl) end
   table.insert(spent, tonumber(redis.call('HGET', KEYS[i], 'spent') or 0))
 end
 return {1, spent}
@@ -78,11 +98,14 @@ SETTLE = """
 local out = {}
 for i = 1, #KEYS do
   if redis.call('EXISTS', KEYS[i]) == 0 then
-    table.insert(out, -1)
+    table.insert(out, -1)  -- lost (Redis restarted empty): the next reservation seeds it from the ledger
   else
-    local reserved = tonumber(redis.call('HINCRBY', KEYS[i], 'reserved', -tonumber(ARGV[(i - 1) * 2 + 1])))
-    if reserved < 0 then redis.call('HSET', KEYS[i], 'reserved', 0) end
-    table.insert(out, redis.call('HINCRBY', KEYS[i], 'spent', tonumber(ARGV[(i - 1) * 2 + 2])))
+    local member = ARGV[(i - 1) * 3 + 1]
+    if redis.call('ZREM', KEYS[i] .. ':holds', member) == 1 then  -- not released by expiry already
+      local reserved = redis.call('HINCRBY', KEYS[i], 'reserved', -tonumber(ARGV[(i - 1) * 3 + 2]))
+      if reserved < 0 then redis.call('HSET', KEYS[i], 'reserved', 0) end
+    end
+    table.insert(out, redis.call('HINCRBY', KEYS[i], 'spent', tonumber(ARGV[(i - 1) * 3 + 3])))
   end
 end
 return out
@@ -120,13 +143,12 @@ class RedisBackend:
             rate_out, budget_out = await pipe.execute()
         return self._rate_result(rate_out), self._budget_result(budget_out)
 
-    async def finish(self, charge: list[RateItem], keys: list[str], reserved: list[int],
-                     actual: list[int]) -> list[int]:
+    async def finish(self, charge: list[RateItem], items: list[BudgetItem], actual: list[int]) -> list[int]:
         if not charge:
-            return await self.settle(keys, reserved, actual)
+            return await self.settle(items, actual)
         async with self.client.pipeline(transaction=False) as pipe:
             await self._charge(keys=[it.key for it in charge], args=_charge_args(charge), client=pipe)
-            await self._settle(keys=keys, args=_settle_args(reserved, actual), client=pipe)
+            await self._settle(keys=[it.key for it in items], args=_settle_args(items, actual), client=pipe)
             _, out = await pipe.execute()
         return [int(v) for v in out]
 
@@ -152,8 +174,8 @@ class RedisBackend:
             return BudgetResult(False, int(out[1]), spent=[int(out[2])], reserved=[int(out[3])])
         return BudgetResult(True, spent=[int(v) for v in out[1]])
 
-    async def settle(self, keys: list[str], reserved: list[int], actual: list[int]) -> list[int]:
-        return [int(v) for v in await self._settle(keys=keys, args=_settle_args(reserved, actual))]
+    async def settle(self, items: list[BudgetItem], actual: list[int]) -> list[int]:
+        return [int(v) for v in await self._settle(keys=[it.key for it in items], args=_settle_args(items, actual))]
 
     async def seed(self, key: str, spent: int, ttl_s: int) -> None:
         await self._seed(keys=[key], args=[spent, ttl_s])
@@ -177,8 +199,8 @@ def _charge_args(items: list[RateItem]) -> list[Any]:
 
 
 def _budget_args(items: list[BudgetItem]) -> list[Any]:
-    return [v for it in items for v in (it.cap, it.amount)]
+    return [v for it in items for v in (it.cap, it.amount, it.hold, it.hold_ms)]
 
 
-def _settle_args(reserved: list[int], actual: list[int]) -> list[Any]:
-    return [v for res, act in zip(reserved, actual, strict=True) for v in (res, act)]
+def _settle_args(items: list[BudgetItem], actual: list[int]) -> list[Any]:
+    return [v for it, act in zip(items, actual, strict=True) for v in (f"{it.hold}:{it.amount}", it.amount, act)]

@@ -5,6 +5,7 @@ recorded in the ledger with what they saved."""
 from __future__ import annotations
 
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -138,3 +139,28 @@ async def test_routes_without_cache_never_cache(up: FaultyUpstream, tmp_path: Pa
         with pytest.raises(openai.NotFoundError):
             async with sdk(client) as oai:
                 await oai.chat.completions.create(model="nope", messages=Q)
+
+
+async def test_replicas_sharing_redis_share_the_cache(up: FaultyUpstream, tmp_path: Path) -> None:
+    """With ``state.backend: redis`` an answer made through one replica is a hit on another, for its TTL."""
+    import redis
+
+    from tests.test_governance import redis_reachable
+
+    if not redis_reachable("redis://127.0.0.1:6379/0"):
+        pytest.skip("Redis is not reachable on 127.0.0.1:6379")
+    prefix = f"cache-{uuid.uuid4().hex[:8]}"
+    state = {"backend": "redis", "key_prefix": prefix}
+    shared = redis.Redis.from_url("redis://127.0.0.1:6379/0")
+    async with gateway(tmp_path / "a", cached_route(up, ttl=0.5), state=state) as one, \
+            gateway(tmp_path / "b", cached_route(up, ttl=0.5), state=state) as two:
+        first = await ask(one)
+        assert first.headers["x-strata-cache"] == "miss" and up.hits == 1
+        await eventually(lambda: shared.keys(f"{prefix}:cache:*"), "the shared entry in Redis")
+        r = await ask(two)
+        assert r.headers["x-strata-cache"] == "hit" and r.json()["choices"] == first.json()["choices"]
+        assert up.hits == 1  # the second replica never asked the model
+        time.sleep(0.6)  # past the TTL the first replica gave it: gone here and in Redis
+        assert (await ask(two)).headers["x-strata-cache"] == "miss"
+        assert up.hits == 2
+    shared.close()

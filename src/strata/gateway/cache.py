@@ -1,5 +1,8 @@
 """The exact cache: identical requests on a route answered from memory, streamed or not.
 
+With ``state.backend: redis`` the entries are also written to Redis (with the same TTL) and looked up there
+on a local miss, so an answer made through one replica is served by all; Redis trouble only means a miss.
+
 The key is a SHA-256 of the route, the namespace (the caller's team or key, unless the route shares its
 cache), the endpoint and the request body without what does not change the answer (``stream``,
 ``stream_options``, ``user``). By default only deterministic requests are cached (temperature 0 or a
@@ -9,15 +12,18 @@ not, gets it; a streamed hit is replayed as SSE chunks. Hits cost nothing and re
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
 from collections import OrderedDict
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from strata.config.settings import CacheConfig
+from strata.errors import StrataError
 from strata.governance.keys import Principal
 
 IGNORED = ("stream", "stream_options", "user")
@@ -60,8 +66,9 @@ class ExactCache:
         self.entries.move_to_end(key)
         return entry
 
-    def put(self, cfg: CacheConfig, key: str, response: dict[str, Any], cost: float) -> Entry:
-        entry = self.entries[key] = Entry(response, time.monotonic() + cfg.ttl, cost)
+    def put(self, cfg: CacheConfig, key: str, response: dict[str, Any], cost: float,
+            ttl: float | None = None) -> Entry:
+        entry = self.entries[key] = Entry(response, time.monotonic() + (cfg.ttl if ttl is None else ttl), cost)
         self.entries.move_to_end(key)
         while len(self.entries) > cfg.max_entries:
             self.entries.popitem(last=False)
@@ -101,3 +108,37 @@ def replay(kind: str, response: dict[str, Any], want_usage: bool) -> list[dict[s
     if want_usage:
         chunks.append({**base, "object": obj, "choices": [], "usage": response.get("usage")})
     return chunks
+
+
+def share(state: Any, cfg: CacheConfig, key: str, entry: Entry) -> None:
+    """Write an entry to the shared (Redis) cache in the background."""
+    ttl = entry.expires - time.monotonic()
+    ttl_ms = int(ttl * 1000)
+    value = orjson.dumps({"response": entry.response, "cost": entry.cost, "expires": time.time() + ttl})
+    task = asyncio.create_task(_quietly(state.shared.run(lambda b: b.cache_put(state.shared.key("cache", key), value,
+                                                                                  ttl_ms))))
+    state.settling.add(task)
+    task.add_done_callback(state.settling.discard)
+
+
+async def shared_get(state: Any, cfg: CacheConfig, key: str) -> Entry | None:
+    """An entry another replica made, kept locally from then on; None on a miss or any Redis trouble."""
+    raw = await _quietly(state.shared.run(lambda b: b.cache_get(state.shared.key("cache", key))))
+    if not raw:
+        return None
+    try:
+        data = orjson.loads(raw)
+        left = float(data["expires"]) - time.time()  # the TTL the replica that made it gave it
+        if left <= 0:
+            return None
+        entry: Entry = state.cache.put(cfg, key, data["response"], float(data["cost"]), ttl=left)
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        return None
+    return entry
+
+
+async def _quietly(aw: Awaitable[Any]) -> Any:
+    try:
+        return await aw
+    except StrataError:  # fail-closed Redis: a cache miss, never a refused request
+        return None

@@ -17,7 +17,7 @@ from strata.config.settings import RouteConfig
 from strata.engines.base import Kind
 from strata.errors import StrataError
 from strata.gateway.attempt import ClientGone, call_engine, end
-from strata.gateway.cache import Entry, ExactCache, assembled, replay
+from strata.gateway.cache import Entry, ExactCache, assembled, replay, share, shared_get
 from strata.gateway.context import CallRecord, estimate_prompt_tokens
 from strata.gateway.http import SSE_DONE, error_response, json_response, request_id_of, sse_event
 from strata.gateway.pipeline import account, admit
@@ -90,6 +90,8 @@ def _done(state: AppState, call: CallRecord, target: Target | None,
         return
     if call.cache_key is not None and call.cached is not None and target is not None:
         entry = state.cache.put(target.route.cache, call.cache_key, call.cached, call.cost)
+        if state.shared.remote is not None:  # other replicas may serve it too
+            share(state, target.route.cache, call.cache_key, entry)
         if call.semantic is not None:
             key, vector, text = call.semantic
             state.semantic.put(key, vector, text, entry, target.route.cache.max_entries)
@@ -106,6 +108,8 @@ async def _cache_lookup(state: AppState, request: Request, call: CallRecord, rou
     assert call.principal is not None
     call.cache_key = ExactCache.key(route.cache, route.name, call.endpoint, call.principal, body)
     entry = state.cache.get(call.cache_key)
+    if entry is None and state.shared.remote is not None:
+        entry = await shared_get(state, route.cache, call.cache_key)
     result = "hit" if entry else "miss"
     if entry is None and route.cache.semantic:
         entry = await _semantic_lookup(state, call, route, body)

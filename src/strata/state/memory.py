@@ -105,6 +105,12 @@ class MemoryBackend:
         self.flags[key] = now + ttl_s
         return True
 
+    async def cache_get(self, key: str) -> bytes | None:
+        return None  # the gateway's own cache is the in-process one
+
+    async def cache_put(self, key: str, value: bytes, ttl_ms: int) -> None:
+        return None
+
     async def ping(self) -> None:
         return None
 

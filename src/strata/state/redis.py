@@ -183,6 +183,13 @@ class RedisBackend:
     async def flag(self, key: str, ttl_s: int) -> bool:
         return bool(await self.client.set(key, 1, nx=True, ex=ttl_s))
 
+    async def cache_get(self, key: str) -> bytes | None:
+        value: bytes | None = await self.client.get(key)
+        return value
+
+    async def cache_put(self, key: str, value: bytes, ttl_ms: int) -> None:
+        await self.client.set(key, value, px=max(ttl_ms, 1))
+
     async def ping(self) -> None:
         await self.client.ping()
 

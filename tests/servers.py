@@ -132,3 +132,16 @@ def wait_for(probe: Callable[[], T | None], timeout: float, what: str, interval:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {value!r})")
         time.sleep(interval)
+
+
+def cli(proc: StrataProcess, *args: str) -> subprocess.Popen[str]:
+    """``strata ARGS --url --key`` against a running Strata, started in the background so independent
+    commands overlap their import time."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STRATA_")}
+    return subprocess.Popen([sys.executable, "-m", "strata", *args, "--url", proc.url, "--key", ADMIN_KEY],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**env, "COLUMNS": "200"})
+
+
+def finished(p: subprocess.Popen[str]) -> subprocess.CompletedProcess[str]:
+    out, err = p.communicate(timeout=60)
+    return subprocess.CompletedProcess(p.args, p.returncode, out, err)

@@ -12,10 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import random
 import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -31,7 +29,7 @@ from strata.gateway.app import create_app
 from strata.gateway.state import AppState
 from strata.routing.analysis import Outcome, Window, compare
 from strata.routing.rollout import SYSTEM_ACTOR, Rollouts
-from tests.servers import ADMIN_KEY, StrataProcess
+from tests.servers import ADMIN_KEY, StrataProcess, cli, finished
 from tests.test_traffic import HI, chat, dep, engines, error_code, eventually, metric, route, served_by
 from tests.upstreams import REPLY, FaultyUpstream
 
@@ -508,17 +506,6 @@ async def test_canary_traffic_gauge_follows_the_rollout(ups: dict[str, FaultyUps
 
 # --- end to end: the CLI against a real server ----------------------------------------------------------------
 
-
-def cli(proc: StrataProcess, *args: str) -> subprocess.Popen[str]:
-    """``strata ARGS --url --key`` started in the background (each run pays the CLI's import time)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STRATA_")}
-    return subprocess.Popen([sys.executable, "-m", "strata", *args, "--url", proc.url, "--key", ADMIN_KEY],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**env, "COLUMNS": "200"})
-
-
-def finished(p: subprocess.Popen[str]) -> subprocess.CompletedProcess[str]:
-    out, err = p.communicate(timeout=60)
-    return subprocess.CompletedProcess(p.args, p.returncode, out, err)
 
 
 def cli_ok(proc: StrataProcess, *args: str) -> str:

@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import shutil
 import signal
 import subprocess
-import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,7 +24,7 @@ import openai
 import pytest
 import redis
 
-from tests.servers import ADMIN_KEY, StrataProcess, ledger_rows, wait_for
+from tests.servers import ADMIN_KEY, StrataProcess, cli, finished, ledger_rows, wait_for
 from tests.test_cli import assert_one_line_error
 from tests.test_traffic import chat, dep, eventually, gateway, metric, route, sdk
 from tests.upstreams import FaultyUpstream, free_port
@@ -542,17 +540,6 @@ async def test_admin_api_sets_lists_audits_and_removes_rules(upstream: FaultyUps
         assert caps == [("remove", "admin-env", 0.035, None), ("set", "admin-env", 0.03, 0.035),
                         ("set", "admin-env", None, 0.03)]
 
-
-def cli(proc: StrataProcess, *args: str) -> subprocess.Popen[str]:
-    """``strata ARGS --url --key`` in the background, so independent commands overlap their import time."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STRATA_")}
-    return subprocess.Popen([sys.executable, "-m", "strata", *args, "--url", proc.url, "--key", ADMIN_KEY],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**env, "COLUMNS": "200"})
-
-
-def finished(p: subprocess.Popen[str]) -> subprocess.CompletedProcess[str]:
-    out, err = p.communicate(timeout=60)
-    return subprocess.CompletedProcess(p.args, p.returncode, out, err)
 
 
 def test_cli_sets_and_lists_limits_and_budgets(upstream: FaultyUpstream, tmp_path: Path) -> None:

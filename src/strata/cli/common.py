@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 
 from strata.config.settings import Settings, load_settings
-from strata.errors import ConfigError, StrataError
+from strata.errors import ConfigError, InvalidRequest, StrataError
 
 F = TypeVar("F", bound=Callable[..., Any])
 err_console = Console(stderr=True)
@@ -43,3 +43,23 @@ def one_line_errors(fn: F) -> F:
 
 def print_json(obj: Any) -> None:
     sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
+
+
+def key_values(pairs: list[str], option: str, example: str) -> dict[str, Any]:
+    """``["a=1", "b.c=x"]`` -> ``{"a": 1, "b": {"c": "x"}}``: values read as JSON when they parse, dotted keys
+    nest. A malformed pair is a one-line error naming ``option``."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.strip():
+            raise InvalidRequest(f"{option}: expected KEY=VALUE, e.g. {example} (got {pair!r})")
+        try:
+            parsed = json.loads(value)
+        except ValueError:
+            parsed = value
+        node = out
+        *parents, leaf = name.strip().split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = parsed
+    return out

@@ -10,14 +10,13 @@ new model versions (canary with steps, shadow), through its admin API.
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from strata.cli.common import JsonOpt, one_line_errors, print_json
+from strata.cli.common import JsonOpt, key_values, one_line_errors, print_json
 from strata.cli.routes import KeyOpt, UrlOpt, _table, call
 from strata.errors import InvalidRequest, NotFound
 
@@ -35,19 +34,6 @@ def percent(text: str | None, what: str) -> float | None:
     if not 0 < value <= 100:
         raise InvalidRequest(f"{what} must be above 0% and at most 100% (got {text!r})")
     return value
-
-
-def settings_pairs(pairs: list[str]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        name, sep, value = pair.partition("=")
-        if not sep or not name.strip():
-            raise InvalidRequest(f"--analysis takes KEY=VALUE, e.g. max_ttft_ratio=3 (got {pair!r})")
-        try:
-            out[name.strip()] = json.loads(value)
-        except ValueError:
-            out[name.strip()] = value
-    return out
 
 
 def seconds(text: str | None) -> float | None:
@@ -106,7 +92,7 @@ def deploy(
             except ValueError:
                 raise InvalidRequest(f"--step must be percentages separated by commas (got {step!r})") from None
         plan: dict[str, Any] = {"step_min_seconds": seconds(step_min_time), "step_min_requests": step_min_requests}
-        plan |= settings_pairs(analysis or [])
+        plan |= key_values(analysis or [], "--analysis", "max_ttft_ratio=3")
         if any(v is not None for v in plan.values()):
             body["canary"] = {k: v for k, v in plan.items() if v is not None}
         result = call(url, key, "POST", f"/admin/routes/{route}/{which}", body)

@@ -15,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from strata.cli.common import JsonOpt, one_line_errors, print_json
+from strata.cli.common import JsonOpt, key_values, one_line_errors, print_json
 from strata.errors import AuthenticationFailed, InvalidRequest, NotFound, StrataError, UpstreamUnavailable
 
 app = typer.Typer(help="Inspect and change routes on a running Strata.", no_args_is_help=True)
@@ -105,19 +105,6 @@ def set_(
     as_json: JsonOpt = False,
 ) -> None:
     """Change route-level settings on a running Strata (recorded in the audit trail)."""
-    body: dict[str, Any] = {}
-    for pair in settings:
-        name, sep, value = pair.partition("=")
-        if not sep or not name.strip():
-            raise InvalidRequest(f"settings take KEY=VALUE, e.g. retries=1 (got {pair!r})")
-        try:
-            parsed = json.loads(value)
-        except ValueError:
-            parsed = value
-        node = body
-        *parents, leaf = name.strip().split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = parsed
+    body = key_values(settings, "settings", "retries=1")
     data = call(url, key, "PATCH", f"/admin/routes/{route}", body)["route"]
     print_json(data) if as_json else Console().print(_table(data))

@@ -119,10 +119,8 @@ class Budgets:
             return None
         now = self.now()
         amount = math.ceil(estimate * NANO)
-        buckets = {"day": now.strftime("%Y-%m-%d"), "month": now.strftime("%Y-%m"), "total": "total"}
         hold, hold_ms = self._next_hold(), int(self.state.cfg.reservation_ttl * 1000)
-        items = [BudgetItem(self.state.key("budget", r.scope, v, r.period, buckets[r.period]),
-                            round(r.cap_usd * NANO), amount, hold, hold_ms) for r, v in rules]
+        items = [BudgetItem(self._key(r, v, now), round(r.cap_usd * NANO), amount, hold, hold_ms) for r, v in rules]
         return Prepared(rules, items, [TTL[r.period] for r, _ in rules], now, estimate)
 
     async def catch_up(self, prepared: Prepared) -> None:

@@ -9,6 +9,11 @@ from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, Index, Intege
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
+def id_column() -> Mapped[int]:
+    """An auto-incrementing 64-bit id (SQLite's INTEGER PRIMARY KEY is 64-bit already)."""
+    return mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True)
+
+
 class Base(DeclarativeBase):
     type_annotation_map = {dict[str, Any]: JSON, list[str]: JSON}
 
@@ -36,8 +41,7 @@ class LedgerRow(Base):
 
     __tablename__ = "ledger"
 
-    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
-                                    autoincrement=True)
+    id: Mapped[int] = id_column()
     request_id: Mapped[str] = mapped_column(String(128), index=True)
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     finished_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
@@ -77,8 +81,7 @@ class RouteChange(Base):
 
     __tablename__ = "route_changes"
 
-    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
-                                    autoincrement=True)
+    id: Mapped[int] = id_column()
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     actor: Mapped[str] = mapped_column(String(200))
     route: Mapped[str] = mapped_column(String(200), index=True)
@@ -93,8 +96,7 @@ class Feedback(Base):
 
     __tablename__ = "feedback"
 
-    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
-                                    autoincrement=True)
+    id: Mapped[int] = id_column()
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     request_id: Mapped[str] = mapped_column(String(128), index=True)
     key_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
@@ -110,8 +112,7 @@ class Event(Base):
 
     __tablename__ = "events"
 
-    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
-                                    autoincrement=True)
+    id: Mapped[int] = id_column()
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     kind: Mapped[str] = mapped_column(String(64))
     subject: Mapped[str | None] = mapped_column(String(200), nullable=True)
@@ -126,8 +127,7 @@ class ShadowResult(Base):
 
     __tablename__ = "shadow_results"
 
-    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
-                                    autoincrement=True)
+    id: Mapped[int] = id_column()
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     request_id: Mapped[str] = mapped_column(String(128))
     route: Mapped[str] = mapped_column(String(200))
@@ -153,8 +153,7 @@ class Policy(Base):
 
     __tablename__ = "policies"
 
-    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
-                                    autoincrement=True)
+    id: Mapped[int] = id_column()
     kind: Mapped[str] = mapped_column(String(16))  # limit | budget
     scope: Mapped[str] = mapped_column(String(16))
     subject: Mapped[str] = mapped_column(String(200))
@@ -171,8 +170,7 @@ class PolicyChange(Base):
 
     __tablename__ = "policy_changes"
 
-    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
-                                    autoincrement=True)
+    id: Mapped[int] = id_column()
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     actor: Mapped[str] = mapped_column(String(200))
     kind: Mapped[str] = mapped_column(String(16))

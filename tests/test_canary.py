@@ -497,9 +497,9 @@ async def test_canary_traffic_gauge_follows_the_rollout(ups: dict[str, FaultyUps
     """The background loop publishes the canary's share; a rolled-back canary must not linger at 20%."""
     async with gateway(tmp_path, canary_route(ups, traffic=20, interval=0.05)) as client:
         async def gauge_is(expected: float | None) -> bool:
-            return await metric(client, "strata_canary_traffic_percent", route="m", deployment="next") == expected
+            return await metric(client, "strata_canary_traffic_ratio", route="m", deployment="next") == expected
 
-        await eventually(lambda: gauge_is(20.0), "the gauge to show 20%")
+        await eventually(lambda: gauge_is(0.2), "the gauge to show 0.2 (20%)")
         assert (await client.post("/admin/routes/m/rollback")).status_code == 200
         await eventually(lambda: gauge_is(None), "the gauge to drop the rolled-back canary", timeout=3)
 

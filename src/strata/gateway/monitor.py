@@ -30,6 +30,7 @@ async def start_engines(state: AppState) -> None:
 
 async def monitor_engines(state: AppState) -> None:
     m = state.metrics
+    restarts_seen: dict[str, int] = {}  # the worker's restart count at the last pass, per deployment
     while True:
         for name, engine in list(state.engines.items()):
             try:
@@ -43,12 +44,19 @@ async def monitor_engines(state: AppState) -> None:
             m.engine_up.labels(name).set(1 if h.ready else 0)
             m.engine_busy.labels(name).set(h.busy_slots)
             m.engine_queue.labels(name).set(h.queue_depth)
-            m.engine_restarts.labels(name).set(h.restarts)
+            m.engine_restarts.labels(name).inc(new_restarts(restarts_seen, name, h.restarts))
         for name, dep in list(state.router.deployments.items()):
             m.breaker.labels(name).set(BREAKER_CODES[dep.breaker.state])
             m.deployment_in_flight.labels(name).set(dep.outstanding)
         m.ledger_pending.set(state.ledger.pending)
         await asyncio.sleep(state.settings.supervisor.health_interval)
+
+
+def new_restarts(seen: dict[str, int], name: str, count: int) -> int:
+    """Restarts since the last pass; an engine replaced under the same name starts counting from 0 again."""
+    last = seen.get(name, 0)
+    seen[name] = count
+    return count - last if count >= last else count
 
 
 async def analyse_canaries(state: AppState) -> None:
@@ -60,7 +68,7 @@ async def analyse_canaries(state: AppState) -> None:
             log.exception("canary analysis failed")
         state.metrics.canary_traffic.clear()  # a canary rolled back or promoted leaves the gauge
         for name, dep in state.router.canaries.items():
-            state.metrics.canary_traffic.labels(name, dep.name).set(dep.traffic or 0)
+            state.metrics.canary_traffic.labels(name, dep.name).set((dep.traffic or 0) / 100)  # config says %
         await asyncio.sleep(min((r.canary.interval for r in state.router.routes.values()), default=1.0))
 
 

@@ -2,11 +2,19 @@
 
 Routes and deployments come from config and teams from the key table, so every label set is bounded.
 The registry belongs to the app instance (no module-level state).
+
+Names follow the Prometheus conventions (checked by ``tests/test_metrics_conventions.py``): counters end
+in ``_total``, units are in the name in base units (``_seconds``, ``_usd``, ``_tokens``), shares are
+``_ratio`` gauges from 0 to 1, and no ``_created`` series is exported (see ``render``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 TOKEN_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 1, 2.5)
@@ -15,7 +23,7 @@ TOKEN_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1
 class Metrics:
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry(auto_describe=True)
-        self.requests = Counter("strata_requests", "Requests handled", ["route", "deployment", "team", "status"],
+        self.requests = Counter("strata_requests_total", "Requests handled", ["route", "deployment", "team", "status"],
                                 registry=r)
         self.duration = Histogram("strata_request_duration_seconds", "End-to-end request latency",
                                   ["route", "deployment"], buckets=LATENCY_BUCKETS, registry=r)
@@ -23,13 +31,13 @@ class Metrics:
                               ["route", "deployment"], buckets=LATENCY_BUCKETS, registry=r)
         self.itl = Histogram("strata_inter_token_latency_seconds", "Time between streamed tokens",
                              ["route", "deployment"], buckets=TOKEN_LATENCY_BUCKETS, registry=r)
-        self.input_tokens = Counter("strata_input_tokens", "Prompt tokens", ["route", "deployment", "team"],
+        self.input_tokens = Counter("strata_input_tokens_total", "Prompt tokens", ["route", "deployment", "team"],
                                     registry=r)
-        self.output_tokens = Counter("strata_output_tokens", "Completion tokens", ["route", "deployment", "team"],
+        self.output_tokens = Counter("strata_output_tokens_total", "Completion tokens", ["route", "deployment", "team"],
                                      registry=r)
-        self.cached_tokens = Counter("strata_cached_prompt_tokens", "Prompt tokens the engine served from its "
+        self.cached_tokens = Counter("strata_cached_prompt_tokens_total", "Prompt tokens the engine served from its "
                                      "prompt cache", ["route", "deployment", "team"], registry=r)
-        self.cost = Counter("strata_cost_usd", "Cost in USD", ["route", "deployment", "team"], registry=r)
+        self.cost = Counter("strata_cost_usd_total", "Cost in USD", ["route", "deployment", "team"], registry=r)
         self.in_flight = Gauge("strata_requests_in_flight", "Requests being served", ["route"], registry=r)
         self.engine_up = Gauge("strata_engine_up", "1 when the deployment's engine is ready", ["deployment"],
                                registry=r)
@@ -37,32 +45,48 @@ class Metrics:
                                  registry=r)
         self.engine_queue = Gauge("strata_engine_queue_depth", "Requests waiting for an engine slot",
                                   ["deployment"], registry=r)
-        self.engine_restarts = Gauge("strata_engine_restarts", "Worker restarts since start", ["deployment"],
-                                     registry=r)
-        self.attempts = Counter("strata_upstream_attempts", "Attempts on deployments, by outcome",
+        self.engine_restarts = Counter("strata_engine_restarts_total", "Worker restarts", ["deployment"],
+                                       registry=r)
+        self.attempts = Counter("strata_upstream_attempts_total", "Attempts on deployments, by outcome",
                                 ["deployment", "outcome"], registry=r)
         self.breaker = Gauge("strata_deployment_breaker_state", "0 closed, 1 half-open, 2 open (ejected)",
                              ["deployment"], registry=r)
         self.deployment_in_flight = Gauge("strata_deployment_in_flight", "Requests held by a deployment",
                                           ["deployment"], registry=r)
-        self.events = Counter("strata_events", "Operator events (canary_rollback, canary_promote, canary_step)",
+        self.events = Counter("strata_events_total", "Operator events (canary_rollback, canary_promote, canary_step)",
                               ["kind"], registry=r)
-        self.canary_traffic = Gauge("strata_canary_traffic_percent", "Share of a route's requests sent to its canary",
-                                    ["route", "deployment"], registry=r)
-        self.shadow_requests = Counter("strata_shadow_requests", "Mirrored requests, by outcome (ok, error, dropped)",
-                                       ["route", "deployment", "outcome"], registry=r)
-        self.route_tier = Counter("strata_route_tier_requests", "Complexity-routed requests by chosen tier",
+        self.canary_traffic = Gauge("strata_canary_traffic_ratio", "Share of a route's requests sent to its "
+                                    "canary, 0 to 1", ["route", "deployment"], registry=r)
+        self.shadow_requests = Counter("strata_shadow_requests_total", "Mirrored requests, by outcome (ok, error, "
+                                       "dropped)", ["route", "deployment", "outcome"], registry=r)
+        self.route_tier = Counter("strata_route_tier_requests_total", "Complexity-routed requests by chosen tier",
                                   ["route", "tier"], registry=r)
         self.state_up = Gauge("strata_state_backend_up", "1 when the shared-state backend (Redis) answers",
                               registry=r)
-        self.state_errors = Counter("strata_state_backend_errors", "Failed shared-state (Redis) calls", registry=r)
-        self.limited = Counter("strata_rate_limited", "Requests refused by a rate limit or budget",
+        self.state_errors = Counter("strata_state_backend_errors_total", "Failed shared-state (Redis) calls",
+                                    registry=r)
+        self.limited = Counter("strata_rate_limited_total", "Requests refused by a rate limit or budget",
                                ["scope", "kind"], registry=r)
-        self.cache = Counter("strata_cache_requests", "Exact-cache lookups by result (hit, miss, bypass)",
+        self.cache = Counter("strata_cache_requests_total", "Exact-cache lookups by result (hit, miss, bypass)",
                              ["route", "result"], registry=r)
-        self.ledger_written = Counter("strata_ledger_rows_written", "Ledger rows persisted", registry=r)
+        self.ledger_written = Counter("strata_ledger_rows_written_total", "Ledger rows persisted", registry=r)
         self.ledger_pending = Gauge("strata_ledger_pending_rows", "Ledger rows waiting to be written", registry=r)
-        self.ledger_errors = Counter("strata_ledger_write_errors", "Failed ledger batch writes", registry=r)
+        self.ledger_errors = Counter("strata_ledger_write_errors_total", "Failed ledger batch writes", registry=r)
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        """The text exposition, without the ``_created`` series prometheus_client adds to counters and
+        histograms (they double the series count and no dashboard uses them). Filtered here rather than with
+        ``prometheus_client.disable_created_metrics()``, which flips a process-wide switch in the library."""
+        return generate_latest(_WithoutCreated(self.registry))
+
+
+class _WithoutCreated(Collector):
+    """A registry view whose metric families carry no ``*_created`` samples."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self.registry.collect():  # fresh Metric objects on every collect
+            family.samples = [s for s in family.samples if not s.name.endswith("_created")]
+            yield family

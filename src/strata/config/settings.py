@@ -7,10 +7,10 @@ Nested fields use ``__`` in the environment: ``STRATA_SERVER__PORT=9000``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -24,6 +24,14 @@ from strata.errors import ConfigError
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+def _off(value: Any) -> Any:
+    """YAML 1.1 reads a bare ``off`` as false: for a setting whose choices include "off", that is what it meant."""
+    return "off" if value is False else value
+
+
+OffOr = BeforeValidator(_off)  # Annotated[Literal["off", ...], OffOr]
 
 
 class Price(_Strict):
@@ -69,6 +77,10 @@ class BreakerConfig(_Strict):
     min_requests: int = Field(10, ge=1, description="Outcomes needed in the window before the rate counts")
     cooldown: float = Field(5.0, gt=0, description="First ejection; doubles on each repeated ejection")
     cooldown_max: float = Field(300.0, gt=0)
+    panic: bool = Field(True, description="When every deployment is ejected, keep serving from one (once per "
+                        "request) instead of answering 503")
+    caller_failures: int = Field(3, ge=0, description="Failures of one key's requests, within the window, while "
+                                 "others are served, before that key gets 429s on the route (0: never)")
 
 
 class CanaryConfig(_Strict):
@@ -161,7 +173,7 @@ class ContextConfig(_Strict):
     ``x-strata-context`` response header.
     """
 
-    policy: Literal["off", "truncate", "summarize"] = "off"
+    policy: Annotated[Literal["off", "truncate", "summarize"], OffOr] = "off"
     max_prompt_tokens: int | None = Field(None, ge=16, description="Prompt budget; default: the window "
                                           "minus the output limit")
     keep_last: int = Field(8, ge=1, description="Most turns (after the system prompt) kept as they are")

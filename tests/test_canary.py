@@ -493,6 +493,40 @@ async def test_operator_starts_promotes_and_rolls_back_with_instant_effect(ups: 
         assert [e["kind"] for e in await events(client)] == ["canary_rollback", "canary_promote"]
 
 
+async def test_canary_settings_belong_to_that_rollout_only(ups: dict[str, FaultyUpstream], tmp_path: Path) -> None:
+    """``steps`` and analysis limits given to one canary (``strata deploy --step/--analysis``) end with it:
+    the route's own settings are untouched, and the next canary without a plan holds instead of inheriting."""
+    r = route(dep("stable", ups["v1"]), retries=1, canary={**ON_DEMAND, "step_min_seconds": 0, "step_min_requests": 0})
+    async with gateway(tmp_path, r) as client:
+        route_canary = (await client.get("/admin/routes/m")).json()["canary"]
+        bad = await client.post("/admin/routes/m/canary", json={"engine": {"base_url": ups["v2"].base_url},
+                                                                "traffic": 5, "canary": {"max_ttft_ration": 3}})
+        assert (bad.status_code, bad.json()["error"]["param"]) == (400, "canary"), bad.text
+        assert "max_ttft_ration" in bad.json()["error"]["message"]
+
+        started = await client.post("/admin/routes/m/canary", json={
+            "engine": {"base_url": ups["v2"].base_url}, "steps": [50, 100], "canary": {"max_latency_ratio": 4}})
+        assert started.status_code == 200, started.text
+        rollout = (await client.get("/admin/routes/m/rollout")).json()["rollout"]
+        assert (rollout["traffic"], rollout["steps"]) == (50, [50, 100])
+        assert rollout["settings"] == {"steps": [50, 100], "max_latency_ratio": 4}
+        await drive(client, lambda rs: answered_by(rs, "v2") >= 15 and answered_by(rs, "v1") >= 15)
+        await analyse(client, "advance")
+        await analyse(client, "promote")
+        after = (await client.get("/admin/routes/m")).json()
+        assert after["canary"] == route_canary
+        assert [(d["name"], d["role"], d["canary"]) for d in after["deployments"]] == [("m-canary", "primary", None)]
+
+        assert (await client.post("/admin/routes/m/canary", json={"engine": {"base_url": ups["v3"].base_url},
+                                                                  "traffic": 10})).status_code == 200
+        await drive(client, lambda rs: answered_by(rs, "v3") >= 15 and answered_by(rs, "v2") >= 15)
+        await analyse(client)
+        rollout = (await client.get("/admin/routes/m/rollout")).json()["rollout"]
+        assert (rollout["steps"], rollout["settings"], rollout["decision"]) == ([], {}, "hold")
+        assert (await client.post("/admin/routes/m/rollback")).status_code == 200
+        assert (await client.get("/admin/routes/m")).json()["canary"] == route_canary
+
+
 async def test_canary_traffic_gauge_follows_the_rollout(ups: dict[str, FaultyUpstream], tmp_path: Path) -> None:
     """The background loop publishes the canary's share; a rolled-back canary must not linger at 20%."""
     async with gateway(tmp_path, canary_route(ups, traffic=20, interval=0.05)) as client:
@@ -553,5 +587,9 @@ def test_cli_starts_follows_and_rolls_back_a_canary(ups: dict[str, FaultyUpstrea
         latest = proc.admin("GET", "/admin/routes/m/changes").json()["data"][0]
         assert (latest["action"], latest["actor"], latest["reason"]) == ("canary_rollback", "admin-env", "cli test")
         assert proc.metric("strata_events_total", kind="canary_rollback") == 1.0
+
+        cli_ok(proc, "deploy", "m", "--model", "whoami", "--base-url", ups["v2"].base_url, "--canary", "5%")
+        status = cli_ok(proc, "deploy", "status", "m")
+        assert "canary m-canary at 5% · plan (no plan: promote by hand)" in status, "the last canary's plan is gone"
     finally:
         proc.stop()

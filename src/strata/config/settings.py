@@ -58,6 +58,9 @@ class DeploymentConfig(_Strict):
     tier: Literal["cheap", "strong"] | None = Field(None, description="Complexity routing: which requests it takes")
     max_in_flight: int | None = Field(
         None, ge=1, description="Requests this deployment may hold at once; beyond it, traffic is shed")
+    canary: dict[str, Any] | None = Field(
+        None, description="canary role only: this rollout's own canary settings (steps, analysis limits), over "
+        "the route's `canary`; they end with the rollout (strata deploy --step/--analysis set them)")
 
     @model_validator(mode="after")
     def _traffic_for_role(self) -> DeploymentConfig:
@@ -65,6 +68,12 @@ class DeploymentConfig(_Strict):
             raise ValueError(f"deployment {self.name!r}: a {self.role} needs `traffic` (a percentage)")
         if self.role not in ("canary", "shadow") and self.traffic is not None:
             raise ValueError(f"deployment {self.name!r}: `traffic` is only for canary and shadow deployments")
+        if self.canary is not None and self.role != "canary":
+            raise ValueError(f"deployment {self.name!r}: `canary` settings are only for a canary deployment")
+        unknown = sorted(set(self.canary or {}) - set(CanaryConfig.model_fields))
+        if unknown:
+            raise ValueError(f"deployment {self.name!r}: unknown canary setting {unknown[0]!r} (one of "
+                             f"{', '.join(CanaryConfig.model_fields)})")
         return self
 
 
@@ -216,10 +225,25 @@ class RouteConfig(_Strict):
         if self.complexity is not None and not {"cheap", "strong"} <= tiers:
             raise ValueError(f"route {self.name!r}: complexity routing needs primary deployments with "
                              "tier 'cheap' and tier 'strong'")
+        try:
+            self.canary_settings()
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            msg = err["msg"].removeprefix("Value error, ")
+            where = f"canary.{'.'.join(str(p) for p in err['loc'])}: " if err["loc"] else ""
+            raise ValueError(f"route {self.name!r}: canary settings: {where}{msg}") from None
         return self
 
     def deployment(self, role: str) -> DeploymentConfig | None:
         return next((d for d in self.deployments if d.role == role), None)
+
+    def canary_settings(self) -> CanaryConfig:
+        """The canary settings in force: the route's ``canary``, under the canary deployment's own (which
+        belong to that rollout only and go with it)."""
+        dep = self.deployment("canary")
+        if dep is None or not dep.canary:
+            return self.canary
+        return CanaryConfig.model_validate({**self.canary.model_dump(), **dep.canary})
 
 
 class ServerSettings(_Strict):
@@ -235,9 +259,20 @@ class DatabaseSettings(_Strict):
     url: str | None = Field(None, description="SQLAlchemy URL; default sqlite under data_dir")
 
 
+class JournalSettings(_Strict):
+    """Each ledger row is appended to a local file before its response ends, replayed after a crash."""
+
+    enabled: bool = True
+    fsync_interval: float = Field(1.0, gt=0, description="Seconds between fsyncs of the journal (a process "
+                                  "crash needs none; a machine crash can take this window)")
+    segment_bytes: int = Field(8 * 1024 * 1024, ge=4096, description="Start a new journal file at this size; "
+                               "files whose rows are all in the database are deleted")
+
+
 class LedgerSettings(_Strict):
     flush_interval: float = Field(0.25, gt=0, description="Seconds between batched ledger writes")
     batch_size: int = Field(1000, ge=1)
+    journal: JournalSettings = JournalSettings()
 
 
 class SupervisorSettings(_Strict):

@@ -45,6 +45,8 @@ async def monitor_engines(state: AppState) -> None:
             m.engine_busy.labels(name).set(h.busy_slots)
             m.engine_queue.labels(name).set(h.queue_depth)
             m.engine_restarts.labels(name).inc(new_restarts(restarts_seen, name, h.restarts))
+        for route in list(state.router.routes.values()):
+            m.route_panic.labels(route.name).set(1 if state.router.in_panic(route) else 0)
         for name, dep in list(state.router.deployments.items()):
             m.breaker.labels(name).set(BREAKER_CODES[dep.breaker.state])
             m.deployment_in_flight.labels(name).set(dep.outstanding)
@@ -69,7 +71,8 @@ async def analyse_canaries(state: AppState) -> None:
         state.metrics.canary_traffic.clear()  # a canary rolled back or promoted leaves the gauge
         for name, dep in state.router.canaries.items():
             state.metrics.canary_traffic.labels(name, dep.name).set((dep.traffic or 0) / 100)  # config says %
-        await asyncio.sleep(min((r.canary.interval for r in state.router.routes.values()), default=1.0))
+        await asyncio.sleep(min((r.canary_settings().interval for r in state.router.routes.values()),
+                                default=1.0))
 
 
 async def sync_policies(state: AppState) -> None:

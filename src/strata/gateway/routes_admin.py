@@ -14,7 +14,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.routing import Route
 
-from strata.config.settings import DeploymentConfig, RouteConfig
+from strata.config.settings import CanaryConfig, DeploymentConfig, RouteConfig
 from strata.engines.base import Engine
 from strata.engines.registry import build_engine
 from strata.errors import ConfigError, InvalidRequest, NotFound
@@ -150,13 +150,29 @@ async def start_rollout(state: AppState, request: Request) -> dict[str, Any]:
     owner = state.router.owner_of(name)
     if owner is not None:
         raise InvalidRequest(f"deployment {name!r} already exists in route {owner!r}", param="name")
-    new_dep = validate(DeploymentConfig, {**dep, "name": name, "role": role, "traffic": traffic})
+    dep |= {"name": name, "role": role, "traffic": traffic, "canary": _rollout_settings(role, body)}
+    new_dep = validate(DeploymentConfig, dep)
     base = old.model_dump()
-    if role == "canary" and (steps is not None or body.get("canary")):
-        base["canary"] = {**base["canary"], **(body.get("canary") or {}), **({"steps": steps} if steps else {})}
     new = validate(RouteConfig, {**base, "deployments": [*base["deployments"], new_dep.model_dump()]})
     return await apply_change(state, actor_of(request), old, new, f"start_{role}",
                               reason=body.get("reason") or f"{role} {name} at {traffic:g}%")
+
+
+def _rollout_settings(role: str, body: dict[str, Any]) -> dict[str, Any] | None:
+    """``steps`` and ``canary`` of a start request: settings of this rollout only, kept on the canary
+    deployment (the route's own ``canary`` settings stay as they are, for the next rollout)."""
+    given = body.get("canary") or {}
+    if not isinstance(given, dict):
+        raise InvalidRequest("`canary` must be an object of canary settings, e.g. {\"max_ttft_ratio\": 3}",
+                             param="canary")
+    if unknown := sorted(set(given) - set(CanaryConfig.model_fields)):
+        raise InvalidRequest(f"unknown canary setting {unknown[0]!r}; the settings are "
+                             f"{', '.join(CanaryConfig.model_fields)}", param="canary")
+    settings = {**given, **({"steps": body["steps"]} if body.get("steps") else {})}
+    if settings and role != "canary":
+        raise InvalidRequest(f"`steps` and `canary` settings are for a canary, not a {role}",
+                             param="steps" if "steps" in settings else "canary")
+    return settings or None
 
 
 def _free_name(state: AppState, base: str) -> str:

@@ -1,7 +1,8 @@
 """Canary rollouts: watch each canary against its primaries, roll back the worse, step up the healthy.
 
 The rollout's state lives in the route config itself: the canary deployment's ``traffic`` is the current
-step, ``canary.steps`` the plan. So every step, promotion and rollback is an ordinary route change:
+step, ``canary.steps`` the plan (the route's ``canary`` settings, under the canary deployment's own ones,
+which belong to that rollout and go with it). So every step, promotion and rollback is an ordinary route change:
 applied without a restart, recorded in the audit trail (with the reason) and replayed at startup. What
 is kept in memory is only the evidence: a sliding window of outcomes per side, and when the current
 step began (a restart starts the step's clock again, which only delays the next step).
@@ -104,7 +105,7 @@ class Rollouts:
             canary = route.deployment("canary") if route else None
             if route is None or canary is None or canary.name != rollout.canary:
                 continue
-            cfg = route.canary
+            cfg = route.canary_settings()
             if now - rollout.last_analysis < cfg.interval:
                 continue
             rollout.last_analysis = now
@@ -128,7 +129,7 @@ class Rollouts:
                now: float) -> str:
         if verdict.worse:
             return "rollback"
-        cfg = route.canary
+        cfg = route.canary_settings()
         nxt = next_step(cfg.steps, canary.traffic or 0)
         if nxt is None and not (cfg.steps and cfg.auto_promote):
             return "hold"  # no plan (or no auto-promotion): wait for `strata deploy promote`
@@ -152,7 +153,7 @@ class Rollouts:
 
     async def _advance(self, route: RouteConfig, canary: DeploymentConfig, rollout: Rollout,
                        verdict: Verdict) -> None:
-        nxt = next_step(route.canary.steps, canary.traffic or 0)
+        nxt = next_step(route.canary_settings().steps, canary.traffic or 0)
         assert nxt is not None
         new = with_deployment(route, canary.model_copy(update={"traffic": nxt}))
         reason = f"step passed ({verdict.canary_requests} canary requests, no metric worse): {canary.traffic:g}% " \
@@ -177,7 +178,7 @@ class Rollouts:
     async def promote(self, route_name: str, actor: str, reason: str) -> RouteConfig:
         """The canary becomes the primary; the primaries it replaces (same tier) drain and go."""
         route, canary = self._canary(route_name)
-        promoted = canary.model_copy(update={"role": "primary", "traffic": None})
+        promoted = canary.model_copy(update={"role": "primary", "traffic": None, "canary": None})  # its rollout's
         deps = [promoted if d.name == canary.name else d for d in route.deployments
                 if not (d.role == "primary" and d.tier == canary.tier)]
         new = route.model_copy(update={"deployments": deps})
@@ -195,8 +196,9 @@ class Rollouts:
         canary = route.deployment("canary") if route else None
         if route is None or rollout is None or canary is None:
             return None
-        return {"canary": canary.name, "traffic": canary.traffic, "steps": route.canary.steps,
-                "next_step": next_step(route.canary.steps, canary.traffic or 0),
+        steps = route.canary_settings().steps
+        return {"canary": canary.name, "traffic": canary.traffic, "steps": steps,
+                "next_step": next_step(steps, canary.traffic or 0), "settings": canary.canary or {},
                 "step_seconds": round(self.clock() - rollout.step_started, 3),
                 "step_requests": rollout.canary_window.count_since(rollout.step_started),
                 "decision": rollout.decision,

@@ -1,8 +1,8 @@
 """Building the gateway application: ``create_app(settings)`` wires state; the lifespan runs it.
 
-Startup order: database (migrated) -> keys -> ledger writer -> engines (local workers start in the
-background, LLMs first) -> control loops. Shutdown runs after uvicorn has finished in-flight requests:
-loops stop, the ledger drains (no row is lost), engines stop.
+Startup order: database (migrated) -> keys -> ledger writer (replaying the journals of crashed processes)
+-> engines (local workers start in the background, LLMs first) -> control loops. Shutdown runs after
+uvicorn has finished in-flight requests: loops stop, the ledger drains (no row is lost), engines stop.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from strata.governance.governor import Governor
 from strata.governance.keys import KeyStore
 from strata.governance.policies import PolicyStore
 from strata.observe.events import EventStore
+from strata.observe.journal import Journal
 from strata.observe.ledger import LedgerWriter
 from strata.observe.metrics import Metrics
 from strata.routing.breaker import CLOSED
@@ -55,9 +56,12 @@ def build_state(settings: Settings) -> AppState:
     auth = Authenticator(keys, admin_secret)
     auth.load()
     metrics = Metrics()
+    jcfg = settings.ledger.journal
+    journal = Journal(settings.data_dir.resolve() / "journal", fsync_interval=jcfg.fsync_interval,
+                      segment_bytes=jcfg.segment_bytes) if jcfg.enabled else None
     ledger = LedgerWriter(db, metrics, flush_interval=settings.ledger.flush_interval,
                           batch_size=settings.ledger.batch_size,
-                          spill_path=settings.data_dir / "ledger-spill.jsonl")
+                          spill_path=settings.data_dir / "ledger-spill.jsonl", journal=journal)
     health: dict[str, EngineHealth] = {}
     router = Router(routes, engines, health)
     events = EventStore(db, metrics)

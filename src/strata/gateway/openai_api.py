@@ -196,6 +196,18 @@ async def _relay(state: AppState, call: CallRecord, target: Target, chunks: Asyn
                  shadow: tuple[Deployment, dict[str, Any]] | None) -> AsyncIterator[bytes]:
     itl = state.metrics.itl.labels(call.route, call.deployment)
     outcome: StrataError | None = DISCONNECTED
+    closed = False
+
+    async def close() -> None:  # before the last event: the ledger row is journaled before the client has it all
+        nonlocal closed
+        if not closed:
+            closed = True
+            end(state, call, target, started, outcome)
+            with anyio.CancelScope(shield=True):
+                await chunks.aclose()  # type: ignore[attr-defined]
+            call.settle_stream_usage()
+            _done(state, call, target, shadow)
+
     try:
         while chunk is not None:
             usage = chunk.get("usage")
@@ -230,21 +242,19 @@ async def _relay(state: AppState, call: CallRecord, target: Target, chunks: Asyn
                                     call.finish, {"prompt_tokens": call.prompt_tokens,
                                                   "completion_tokens": call.completion_tokens,
                                                   "total_tokens": call.prompt_tokens + call.completion_tokens})
+        await close()
         yield SSE_DONE
     except StrataError as exc:  # after the first byte: never retried, the stream ends with an error event
         call.fail(exc)
         outcome = exc
+        await close()
         yield sse_event(exc.to_dict())
     except BaseException:
         if outcome is DISCONNECTED:
             call.status, call.error_type = 499, "client_disconnected"
         raise
     finally:
-        end(state, call, target, started, outcome)
-        with anyio.CancelScope(shield=True):
-            await chunks.aclose()  # type: ignore[attr-defined]
-        call.settle_stream_usage()
-        _done(state, call, target, shadow)
+        await close()
 
 
 def _token_text(choice: dict[str, Any]) -> str:

@@ -177,3 +177,13 @@ class PolicyChange(Base):
     action: Mapped[str] = mapped_column(String(16))  # set | remove
     before: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     after: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+
+
+class JournalMark(Base):
+    """How far each ledger journal segment is in the ledger: its byte offset, written with the rows."""
+
+    __tablename__ = "ledger_journal"
+
+    segment: Mapped[str] = mapped_column(String(200), primary_key=True)  # the segment's file name
+    committed: Mapped[int] = mapped_column(BigInteger)  # bytes of the segment whose rows are in ``ledger``
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

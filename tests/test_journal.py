@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import openai
+from openai.types.chat import ChatCompletionMessageParam
 from sqlalchemy import Engine, func, select
 
 from strata.observe.journal import Journal
@@ -22,7 +23,7 @@ from strata.store.tables import LedgerRow
 from tests.servers import StrataProcess, ledger_rows, openai_route
 from tests.upstreams import REPLY, FaultyUpstream
 
-HI = [{"role": "user", "content": "hi"}]
+HI: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
 KILLED = -signal.SIGKILL
 
 

@@ -8,6 +8,10 @@ the LiteLLM proxy, and reports RPS, p50, p99 and gateway RSS at concurrency 1 an
     python bench/gateway_overhead.py --json-out bench/results.json
     python bench/gateway_overhead.py --skip-litellm --duration 5
     python bench/gateway_overhead.py --strata-cmd "strata up --config {config} --port {port} ..."
+    python bench/gateway_overhead.py --skip-litellm --targets strata,strata-nojournal --rounds 3
+
+--targets picks the Strata targets to run (default: all); --rounds repeats them, interleaved, and the
+summary averages the rounds (on a shared machine, compare targets run side by side like this).
 
 --strata-cmd placeholders: {config} {host} {port} {data_dir} {upstream_port}.
 LiteLLM comes from bench/.venv-litellm (create it with bench/setup_litellm.sh).
@@ -90,9 +94,13 @@ state: {{backend: redis, redis_url: "redis://127.0.0.1:6379/0", key_prefix: "ben
 # Exact cache on, for every request (wrk sends the same body): after the first, all are cache hits.
 STRATA_CONFIG_CACHE = STRATA_CONFIG.replace("  - name: fixed\n", "  - name: fixed\n    cache: {{exact: true, "
                                             "only_deterministic: false}}\n", 1)
-EXTRA_TARGETS = {"strata-limits": STRATA_CONFIG_LIMITS, "strata-limits-redis": STRATA_CONFIG_LIMITS_REDIS,
-                 "strata-cache": STRATA_CONFIG_CACHE}
-GATEWAYS = ("strata", "strata-2dep", *EXTRA_TARGETS, "litellm")
+# The ledger journal off (rows only batched in memory, lost on a crash): what the journal's per-row write costs.
+STRATA_CONFIG_NOJOURNAL = STRATA_CONFIG + "ledger: {{journal: {{enabled: false}}}}\n"
+GOVERNANCE_TARGETS = {"strata-limits": STRATA_CONFIG_LIMITS, "strata-limits-redis": STRATA_CONFIG_LIMITS_REDIS,
+                      "strata-cache": STRATA_CONFIG_CACHE}
+EXTRA_TARGETS = {**GOVERNANCE_TARGETS, "strata-nojournal": STRATA_CONFIG_NOJOURNAL}
+STRATA_TARGETS = {"strata": STRATA_CONFIG, "strata-2dep": STRATA_CONFIG_TWO, **EXTRA_TARGETS}
+GATEWAYS = (*STRATA_TARGETS, "litellm")
 
 LITELLM_CONFIG = """\
 model_list:
@@ -301,12 +309,11 @@ def strata_cmd(args: argparse.Namespace, config: Path, port: int, data_dir: Path
 
 def bench_strata(args: argparse.Namespace, tmp: Path, up_port: int, name: str = "strata",
                  template: str = STRATA_CONFIG) -> list[Row]:
-    port, data_dir = free_port(), tmp / f"{name}-data"
-    data_dir.mkdir()
-    config = tmp / f"{name}.yaml"
+    port, data_dir = free_port(), Path(tempfile.mkdtemp(prefix=f"{name}-", dir=tmp))  # fresh each round
+    config = data_dir / f"{name}.yaml"
     config.write_text(template.format(upstream_port=up_port, prefix=os.getpid()))
     env = {**os.environ, "STRATA_ADMIN_KEY": STRATA_KEY}
-    log = tmp / f"{name}.log"
+    log = data_dir / f"{name}.log"
     with spawned(strata_cmd(args, config, port, data_dir, up_port), log, env=env, cwd=tmp) as proc:
         target = Target(name, f"http://{HOST}:{port}", STRATA_KEY, proc)
         wait_ready(f"{target.base_url}/readyz", proc, 60, log)
@@ -357,12 +364,10 @@ def run_target(name: str, fn: Any, *fn_args: Any) -> list[Row]:
 
 
 def metric(rows: list[Row], target: str, conns: int, name: str) -> float | None:
-    """rows[target, conns].name, or None if that run is missing or failed."""
-    for r in rows:
-        if r.target == target and r.concurrency == conns and r.failure is None:
-            value = getattr(r, name)
-            return float(value) if value is not None else None
-    return None
+    """rows[target, conns].name (the mean over rounds), or None if that run is missing or failed."""
+    values = [float(getattr(r, name)) for r in rows
+              if r.target == target and r.concurrency == conns and r.failure is None and getattr(r, name) is not None]
+    return sum(values) / len(values) if values else None
 
 
 def summarize(rows: list[Row]) -> dict[str, float | None]:
@@ -380,6 +385,9 @@ def summarize(rows: list[Row]) -> dict[str, float | None]:
         r = metric(rows, gw, 16, "rps")
         out[f"rps_ratio_{gw}_over_litellm_c16"] = round(r / l16, 2) if r and l16 else None
         out[f"rps_{gw}_over_strata_c16"] = round(r / s16, 3) if r and s16 else None
+    for conns in (1, 16):  # the ledger journal's cost: throughput lost with it on
+        on, off = metric(rows, "strata", conns, "rps"), metric(rows, "strata-nojournal", conns, "rps")
+        out[f"journal_rps_cost_c{conns}"] = round(1 - on / off, 4) if on and off else None
     return out
 
 
@@ -409,6 +417,10 @@ def markdown(rows: list[Row], summary: dict[str, float | None]) -> str:
         vs_litellm = fmt(summary.get(f"rps_ratio_{gw}_over_litellm_c16"), ".2f")
         vs_strata = fmt(summary.get(f"rps_{gw}_over_strata_c16"), ".3f")
         lines.append(f"- {gw}: RPS ratio over LiteLLM at c=16 {vs_litellm}, over bare Strata {vs_strata}")
+    for conns in (1, 16):
+        cost = summary.get(f"journal_rps_cost_c{conns}")
+        pct = cost * 100 if cost is not None else None
+        lines.append(f"- ledger journal, RPS cost at c={conns}: {fmt(pct, '.1f')}%")
     return "\n".join(lines)
 
 
@@ -426,6 +438,7 @@ def metadata(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "timestamp": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "duration_s": args.duration,
+        "rounds": args.rounds,
         "warmup_s": WARMUP_S,
         "levels": [{"wrk_threads": t, "connections": c} for t, c in LEVELS],
         "cpus": os.cpu_count(),
@@ -449,7 +462,17 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--skip-governance", action="store_true",
                     help="skip the limits/budgets (memory, Redis) and exact-cache targets")
     ap.add_argument("--strata-cmd", help="override the Strata command (placeholders: see module doc)")
+    ap.add_argument("--targets", help=f"comma-separated Strata targets (default: all): {', '.join(STRATA_TARGETS)}")
+    ap.add_argument("--rounds", type=int, default=1, help="run the Strata targets this many times, interleaved")
     return ap.parse_args()
+
+
+def strata_targets(args: argparse.Namespace) -> list[str]:
+    names = args.targets.split(",") if args.targets else list(STRATA_TARGETS)
+    unknown = set(names) - set(STRATA_TARGETS)
+    if unknown:
+        sys.exit(f"unknown --targets {', '.join(sorted(unknown))}; choose from {', '.join(STRATA_TARGETS)}")
+    return [n for n in names if not (args.skip_governance and n in GOVERNANCE_TARGETS)]
 
 
 def run_all(args: argparse.Namespace, tmp: Path) -> list[Row]:
@@ -460,11 +483,9 @@ def run_all(args: argparse.Namespace, tmp: Path) -> list[Row]:
         wait_ready(f"http://{HOST}:{up_port}/health", upstream, 15, up_log)
         rows = run_target("direct", bench_direct, args, up_port)
         if not args.skip_strata:
-            rows += run_target("strata", bench_strata, args, tmp, up_port)
-            rows += run_target("strata-2dep", bench_strata, args, tmp, up_port, "strata-2dep", STRATA_CONFIG_TWO)
-            if not args.skip_governance:
-                for name, template in EXTRA_TARGETS.items():
-                    rows += run_target(name, bench_strata, args, tmp, up_port, name, template)
+            for _ in range(args.rounds):
+                for name in strata_targets(args):
+                    rows += run_target(name, bench_strata, args, tmp, up_port, name, STRATA_TARGETS[name])
         if not args.skip_litellm:
             rows += run_target("litellm", bench_litellm, args, tmp, up_port)
     return rows

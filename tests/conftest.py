@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -23,6 +24,20 @@ needs_models = pytest.mark.skipif(not HAVE_LOCAL_MODELS, reason="bundled models 
 def upstream() -> Iterator[FaultyUpstream]:
     with FaultyUpstream() as up:
         yield up
+
+
+@pytest.fixture(scope="module")
+def replica_servers() -> Iterator[dict[str, FaultyUpstream]]:
+    with contextlib.ExitStack() as stack:
+        yield {n: stack.enter_context(FaultyUpstream(n)) for n in ("a", "b", "c")}
+
+
+@pytest.fixture
+def ups(replica_servers: dict[str, FaultyUpstream]) -> dict[str, FaultyUpstream]:
+    """Three healthy replicas named a, b, c, with their request counters at zero."""
+    for up in replica_servers.values():
+        up.mode, up.hits = None, 0
+    return replica_servers
 
 
 def fault_routes(base_url: str) -> list[dict]:

@@ -9,11 +9,10 @@ is a ``FaultyUpstream`` whose ``whoami`` reply names it, so the client can tell 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import inspect
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -32,20 +31,6 @@ from tests.upstreams import REPLY, FaultyUpstream
 
 HI: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
 FAST_RETRY = {"retry_backoff": 0.01}
-
-
-@pytest.fixture(scope="module")
-def replica_servers() -> Iterator[dict[str, FaultyUpstream]]:
-    with contextlib.ExitStack() as stack:
-        yield {n: stack.enter_context(FaultyUpstream(n)) for n in ("a", "b", "c")}
-
-
-@pytest.fixture
-def ups(replica_servers: dict[str, FaultyUpstream]) -> dict[str, FaultyUpstream]:
-    """Three healthy replicas named a, b, c, with their request counters at zero."""
-    for up in replica_servers.values():
-        up.mode, up.hits = None, 0
-    return replica_servers
 
 
 def dep(name: str, up: FaultyUpstream, model: str = "whoami", engine: dict[str, Any] | None = None,
@@ -337,10 +322,10 @@ async def test_failed_probe_ejects_again_and_the_client_never_notices(ups: dict[
         assert (view["breaker"], view["ejections"]) == ("open", 2)
 
 
-async def test_only_deployment_ejected_answers_503_with_retry_after(ups: dict[str, FaultyUpstream],
-                                                                    tmp_path: Path) -> None:
+async def test_only_deployment_ejected_without_panic_answers_503_with_retry_after(ups: dict[str, FaultyUpstream],
+                                                                                  tmp_path: Path) -> None:
     ups["a"].mode = "err500"
-    r = route(dep("only", ups["a"]), retries=0, breaker={"consecutive_failures": 1, "cooldown": 30})
+    r = route(dep("only", ups["a"]), retries=0, breaker={"consecutive_failures": 1, "cooldown": 30, "panic": False})
     async with gateway(tmp_path, r) as client:
         assert (await chat(client)).status_code == 502
         reply = await chat(client)

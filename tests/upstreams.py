@@ -11,6 +11,7 @@ One server, behaviour chosen by the requested ``model``:
 - ``echo-auth``: replies with the Authorization header it received as the message content
 - ``whoami``: replies with the upstream's own ``name`` as the message content (which replica served it)
 - ``echo``: replies with the JSON of the messages (or prompt) it received (what the gateway sent on)
+- any mode, messages containing ``POISON``: HTTP 500, as llama.cpp answers input it cannot process
 - ``err429``: HTTP 429 (the upstream rate limits); ``err400``: HTTP 400 (it rejects the request)
 
 ``/v1/embeddings`` answers with ``letter_counts`` of each input, so equal texts embed equally and
@@ -35,6 +36,7 @@ from typing import Any
 from aiohttp import web
 
 REPLY = "Hello from the fixed upstream."
+POISON = "<poison>"  # a request whose messages contain it gets 500 whatever the mode (input the engine chokes on)
 
 
 def free_port() -> int:
@@ -70,7 +72,7 @@ async def _handle(request: web.Request) -> web.StreamResponse:
     body = await request.json()
     model = upstream.mode or body.get("model", "ok")
     chat = request.path.endswith("/chat/completions")
-    if model == "err500":
+    if model == "err500" or POISON in json.dumps(body.get("messages", body.get("prompt"))):
         return web.json_response({"error": {"message": "upstream exploded", "type": "server_error"}}, status=500)
     if model == "err429":
         return web.json_response({"error": {"message": "slow down", "type": "rate_limit_error"}}, status=429)

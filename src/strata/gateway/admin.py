@@ -100,13 +100,17 @@ async def cost(state: AppState, request: Request) -> dict[str, Any]:
 
 async def engines(state: AppState, request: Request) -> dict[str, Any]:
     out: dict[str, Any] = {}
+    throttled = state.callers.throttled()
     for name, h in list(state.health.items()):
         dep = state.router.deployments.get(name)
-        if dep is None:
+        route = state.router.routes.get(state.router.owner_of(name) or "")
+        if dep is None or route is None:
             continue
         out[name] = {"ready": h.ready, "state": h.state, "detail": h.detail, "busy_slots": h.busy_slots,
                      "queue_depth": h.queue_depth, "restarts": h.restarts, "breaker": dep.breaker.state,
-                     "ejections": dep.breaker.ejections, "in_flight": dep.outstanding, **h.extra}
+                     "ejections": dep.breaker.ejections, "in_flight": dep.outstanding,
+                     "panic": state.router.in_panic(route), "throttled_keys": throttled.get(route.name, {}),
+                     **h.extra}
     return out
 
 

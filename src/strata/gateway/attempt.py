@@ -8,6 +8,7 @@ per-route deadline bounds all attempts together. Every attempt lands in the ledg
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -20,6 +21,7 @@ from strata.gateway.state import AppState
 from strata.routing.router import Attempts, Target
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 class ClientGone(StrataError):
@@ -37,42 +39,101 @@ def retryable(exc: StrataError) -> bool:
 
 async def call_engine(state: AppState, call: CallRecord, req: Any, body: dict[str, Any], attempts: Attempts,
                       fn: Callable[[Target], Awaitable[T]]) -> tuple[Target, T]:
-    """Return the target that answered and its result; raise the last failure if none did."""
+    """Return the target that answered and its result; raise the last failure if none did.
+
+    Failed attempts reach the breakers once the request's outcome is known (see ``routing.outlier``).
+    """
     route = attempts.route
     deadline = call.started + route.deadline if route.deadline else None
     delay = route.retry_backoff
     last: StrataError | None = None
-    while (target := attempts.next()) is not None:
-        check_context(req, target)
-        if state.governor.policies.limits and state.governor.limits.has_deployment_limits():
+    failed: list[Target] = []
+    served = False
+    try:
+        while (target := attempts.next()) is not None:
+            if attempts.panic:
+                state.metrics.panic_requests.labels(route.name).inc()
+            check_context(req, target)
+            if state.governor.policies.limits and state.governor.limits.has_deployment_limits():
+                try:
+                    await _deployment_limits(state, call, target, body)
+                except RateLimited as exc:  # this deployment is at its own limit: the next one, no breaker penalty
+                    call.attempts.append({"deployment": target.deployment.name, "outcome": exc.code, "status": 429,
+                                          "ms": 0.0})
+                    last = exc
+                    continue
+            call.deployment, call.engine = target.deployment.name, target.engine.engine_type
+            call.role = target.deployment.role
+            call.model = target.engine.model
+            body["model"] = target.engine.model
+            started = begin(target)
             try:
-                await _deployment_limits(state, call, target, body)
-            except RateLimited as exc:  # this deployment is at its own limit: the next one, no breaker penalty
-                call.attempts.append({"deployment": target.deployment.name, "outcome": exc.code, "status": 429,
-                                      "ms": 0.0})
-                last = exc
-                continue
-        call.deployment, call.engine = target.deployment.name, target.engine.engine_type
-        call.role = target.deployment.role
-        call.model = target.engine.model
-        body["model"] = target.engine.model
-        started = begin(target)
-        try:
-            result = await _within(fn(target), deadline, route.name)
-        except asyncio.CancelledError:
-            end(state, call, target, started, CANCELLED)
-            raise
-        except StrataError as exc:
-            end(state, call, target, started, exc)
-            if not retryable(exc):
+                result = await _within(fn(target), deadline, route.name)
+            except asyncio.CancelledError:
+                end(state, call, target, started, CANCELLED)
                 raise
-            last = exc
-            if not await _backoff(delay, deadline):
-                break
-            delay *= 2
-            continue
-        return target, result
-    raise last or attempts.unavailable()
+            except StrataError as exc:
+                end(state, call, target, started, exc, judged=False)
+                if not retryable(exc):
+                    raise
+                failed.append(target)
+                last = exc
+                if not await _backoff(delay, deadline):
+                    break
+                delay *= 2
+                continue
+            served = True
+            return target, result
+        raise last or attempts.unavailable()
+    finally:
+        if failed:
+            judge(state, call, failed, served)
+
+
+def judge(state: AppState, call: CallRecord, failed: list[Target], served: bool) -> None:
+    """Give the failed attempts of one request to the breakers, or to the caller when they are its fault.
+
+    Served elsewhere: each failed attempt counts against its deployment. Failed everywhere: once per
+    deployment that nobody else was served by within the window; when all of them served other callers,
+    the failure is the request's, and a key that keeps sending such requests is slowed down.
+    """
+    if served:
+        for t in failed:
+            _failure(state, t)
+        return
+    key = call.principal.key_id if call.principal is not None else None
+    route = failed[0].route
+    blamed = {t.deployment.name: t for t in failed
+              if not t.runtime.served.by_other_since(key, t.runtime.breaker.clock() - route.breaker.window)}
+    for t in blamed.values():
+        _failure(state, t)
+    state.metrics.request_failures.labels(route.name, "deployment" if blamed else "request").inc()
+    if blamed or key is None:
+        return
+    cooldown = state.callers.failed(route.name, key, route.breaker)
+    if cooldown is not None:
+        throttled(state, route.name, key, cooldown)
+
+
+def throttled(state: AppState, route: str, key: str, cooldown: float) -> None:
+    """One event per throttle: which key, on which route, for how long."""
+    state.metrics.callers_throttled.labels(route).inc()
+    message = (f"key {key}: its requests to {route!r} keep failing upstream while other callers are served; "
+               f"429 for {cooldown:.0f}s")
+    log.warning(message)
+
+    async def emit() -> None:
+        await asyncio.to_thread(state.events.emit, "caller_throttled", key, message,
+                                {"route": route, "cooldown_s": cooldown})
+
+    task = asyncio.create_task(emit())
+    state.background.add(task)
+    task.add_done_callback(state.background.discard)
+
+
+def _failure(state: AppState, target: Target) -> None:
+    target.runtime.breaker.failure()
+    state.rollouts.record(target.route.name, target.deployment.role, False)
 
 
 async def _deployment_limits(state: AppState, call: CallRecord, target: Target, body: dict[str, Any]) -> None:
@@ -92,19 +153,26 @@ def begin(target: Target) -> float:
     return time.perf_counter()
 
 
-def end(state: AppState, call: CallRecord, target: Target, started: float, exc: StrataError | None = None) -> None:
-    """Close one attempt: in-flight count, breaker outcome, attempt metric and ledger entry."""
+def end(state: AppState, call: CallRecord, target: Target, started: float, exc: StrataError | None = None,
+        judged: bool = True) -> None:
+    """Close one attempt: in-flight count, breaker outcome, attempt metric and ledger entry.
+
+    ``judged=False``: a retryable failure whose breaker outcome ``judge`` decides once the request is over.
+    """
     target.runtime.outstanding -= 1
     name = target.deployment.name
     breaker = target.runtime.breaker
     if exc is None:
         breaker.success()
+        target.runtime.served.record(call.principal.key_id if call.principal else None, breaker.clock())
+        if call.principal is not None:
+            state.callers.succeeded(target.route.name, call.principal.key_id)
         outcome = "ok"
     else:
         outcome = exc.code or exc.type
         if retryable(exc):
-            breaker.failure()
-            state.rollouts.record(target.route.name, target.deployment.role, False)
+            if judged:
+                _failure(state, target)
         elif exc.status == 499:
             breaker.release()  # the client left: says nothing about the deployment's health
         else:

@@ -16,7 +16,7 @@ from typing import Any
 from starlette.requests import Request
 
 from strata.config.settings import RouteConfig
-from strata.errors import InvalidRequest, StrataError
+from strata.errors import InvalidRequest, RateLimited, StrataError
 from strata.gateway.context import CallRecord, estimate_prompt_tokens
 from strata.gateway.http import parse_tags, read_json
 from strata.gateway.schemas import validate
@@ -37,6 +37,10 @@ async def admit(state: AppState, request: Request, call: CallRecord,
     call.stream = bool(getattr(req, "stream", False))
     route = state.router.resolve(req.model, call.principal, call.endpoint)
     call.route = route.name
+    if (wait := state.callers.retry_after(route.name, call.principal.key_id)) > 0:
+        state.metrics.limited.labels("key", "upstream_failures").inc()
+        raise RateLimited(f"Requests from this key to '{route.name}' keep failing upstream while other callers' "
+                          f"are served; retry in {wait:.0f}s.", code="caller_failing", retry_after=wait)
     if route.complexity is not None and (scorer := state.scorers.get(route.name)) is not None:
         score = await scorer.score(body)
         call.tier, call.route_score = score.tier, score.value

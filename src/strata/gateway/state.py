@@ -24,6 +24,7 @@ from strata.observe.ledger import LedgerWriter
 from strata.observe.metrics import Metrics
 from strata.routing.changes import RouteChangeStore
 from strata.routing.complexity import Embed, Scorer, TransparentScorer
+from strata.routing.outlier import CallerOutliers
 from strata.routing.rollout import Rollouts
 from strata.routing.router import Router
 from strata.state.shared import SharedState
@@ -57,6 +58,7 @@ class AppState:
     seen_change: tuple[int, int] = (0, 0)  # (count, newest id) of the route changes applied here
     route_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     settling: set[asyncio.Task[None]] = field(default_factory=set)  # governance settlements, awaited on stop
+    callers: CallerOutliers = field(default_factory=CallerOutliers)  # keys whose requests keep failing upstream
 
     def refresh_scorers(self) -> None:
         """One complexity scorer per router route; rebuilt when the route's complexity config changes."""

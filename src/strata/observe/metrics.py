@@ -72,6 +72,16 @@ class Metrics:
         self.ledger_written = Counter("strata_ledger_rows_written_total", "Ledger rows persisted", registry=r)
         self.ledger_pending = Gauge("strata_ledger_pending_rows", "Ledger rows waiting to be written", registry=r)
         self.ledger_errors = Counter("strata_ledger_write_errors_total", "Failed ledger batch writes", registry=r)
+        self.request_failures = Counter("strata_request_failures_total", "Requests that failed on every deployment "
+                                        "tried, by whom the failure was attributed to (deployment, request)",
+                                        ["route", "attributed_to"], registry=r)
+        self.callers_throttled = Counter("strata_callers_throttled_total", "Keys slowed down (429) because their "
+                                         "requests kept failing upstream while others were served", ["route"],
+                                         registry=r)
+        self.route_panic = Gauge("strata_route_panic", "1 while every deployment of the route is ejected and "
+                                 "requests are sent to ejected ones anyway", ["route"], registry=r)
+        self.panic_requests = Counter("strata_panic_requests_total", "Requests sent to an ejected deployment "
+                                      "because the route had no other", ["route"], registry=r)
 
     def render(self) -> bytes:
         """The text exposition, without the ``_created`` series prometheus_client adds to counters and

@@ -3,6 +3,7 @@
     closed --(N consecutive failures, or error rate over threshold in the window)--> open
     open --(cool-down elapsed)--> half-open: one probe request at a time
     half-open --(probe succeeds)--> closed (cool-down resets) | --(probe fails)--> open (cool-down doubles)
+    open --(a panic request, sent while every deployment of the route is ejected, succeeds)--> closed
 
 The clock is injectable so tests drive time instead of sleeping.
 """
@@ -43,7 +44,7 @@ class Breaker:
         return state == CLOSED or (state == HALF_OPEN and not self.probing)
 
     def begin(self) -> None:
-        if self.state == HALF_OPEN:
+        if self.state != CLOSED:  # a half-open probe, or a panic request to an ejected deployment
             self.probing = True
 
     def retry_after(self) -> float:
@@ -56,7 +57,8 @@ class Breaker:
     def success(self) -> None:
         self._record(True)
         self.consecutive = 0
-        if self.state == HALF_OPEN:
+        state = self.state
+        if state == HALF_OPEN or (state == OPEN and self.probing):
             self._state = CLOSED
             self.cooldown = self.cfg.cooldown
             self.probing = False

@@ -4,8 +4,9 @@ A request's plan: the canary first for its ``traffic`` share of requests (sticky
 then up to ``1 + retries`` attempts on primary deployments (balanced; untried ones first; on a
 complexity router, those of the request's tier first), then each fallback deployment in config order.
 Deployments that are ejected (breaker open), not ready (active health check) or full (``max_in_flight``)
-are skipped. The plan is consumed lazily by the
-gateway, which only moves to the next attempt before the first byte reaches the client.
+are skipped. When nothing at all can be tried because every deployment is ejected, the route panics
+(``breaker.panic``): the request goes to one primary anyway, once (see ``routing.outlier``). The plan is
+consumed lazily by the gateway, which only moves to the next attempt before the first byte reaches the client.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from strata.engines.base import Engine, EngineHealth
 from strata.errors import InvalidRequest, NotFound, PermissionDenied, UpstreamUnavailable
 from strata.governance.keys import Principal
 from strata.routing.balancer import Candidate, pick, unit_hash
-from strata.routing.breaker import Breaker
+from strata.routing.breaker import CLOSED, Breaker
+from strata.routing.outlier import Served
 
 # which endpoints each engine type can serve
 CAPABILITIES: dict[str, frozenset[str]] = {
@@ -39,6 +41,7 @@ class Deployment:
     engine: Engine
     breaker: Breaker
     outstanding: int = 0
+    served: Served = field(default_factory=Served)
 
     @property
     def full(self) -> bool:
@@ -63,6 +66,7 @@ class Attempts:
     primary_left: int
     tier: str | None = None
     tried: list[str] = field(default_factory=list)
+    panic: bool = False
 
     def next(self) -> Target | None:
         if not self.tried and (canary := self.router.canary_for(self.route, self.affinity_key)) is not None:
@@ -79,6 +83,10 @@ class Attempts:
             if d.cfg.name not in self.tried:
                 self.tried.append(d.cfg.name)
                 return self.router.target(self.route, d)
+        if not self.tried and self.route.breaker.panic and (p := self.router.panic_pick(self.route)) is not None:
+            self.tried.append(p.cfg.name)
+            self.panic = True
+            return self.router.target(self.route, p)
         return None
 
     def unavailable(self) -> UpstreamUnavailable:
@@ -193,6 +201,17 @@ class Router:
             return None
         cands = [Candidate(d.cfg.name, d.cfg.weight, d.outstanding) for d in fresh]
         return self.deployments[pick(cands, route.balancer, affinity_key, self.rng).name]
+
+    def panic_pick(self, route: RouteConfig) -> Deployment | None:
+        """A primary for a route whose every deployment is ejected: the one whose cool-down ends first."""
+        deps = [self.deployments[d.name] for d in route.deployments if d.role == "primary"]
+        ejected = [d for d in deps if not d.full and d.breaker.state != CLOSED]
+        return min(ejected, key=lambda d: d.breaker.retry_after(), default=None)
+
+    def in_panic(self, route: RouteConfig) -> bool:
+        """Every deployment that could serve the route is ejected (and the route panics rather than refuse)."""
+        deps = [self.deployments[d.name] for d in route.deployments if d.role in ("primary", "fallback")]
+        return route.breaker.panic and all(d.breaker.state != CLOSED for d in deps)
 
     def target(self, route: RouteConfig, d: Deployment) -> Target:
         return Target(route, d.cfg, d.engine, d)

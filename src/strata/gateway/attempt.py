@@ -90,6 +90,14 @@ async def call_engine(state: AppState, call: CallRecord, req: Any, body: dict[st
             judge(state, call, failed, served)
 
 
+def end_stream(state: AppState, call: CallRecord, target: Target, started: float, exc: StrataError | None) -> None:
+    """Close a stream's attempt; a failure after the first byte is judged like a request that failed everywhere."""
+    failed = exc is not None and retryable(exc)
+    end(state, call, target, started, exc, judged=not failed)
+    if failed:
+        judge(state, call, [target], served=False)
+
+
 def judge(state: AppState, call: CallRecord, failed: list[Target], served: bool) -> None:
     """Give the failed attempts of one request to the breakers, or to the caller when they are its fault.
 

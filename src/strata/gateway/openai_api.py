@@ -16,7 +16,7 @@ from starlette.routing import Route
 from strata.config.settings import RouteConfig
 from strata.engines.base import Kind
 from strata.errors import StrataError
-from strata.gateway.attempt import ClientGone, call_engine, end
+from strata.gateway.attempt import ClientGone, call_engine, end, end_stream
 from strata.gateway.cache import Entry, ExactCache, assembled, replay, share, shared_get
 from strata.gateway.context import CallRecord, estimate_prompt_tokens
 from strata.gateway.http import SSE_DONE, error_response, json_response, request_id_of, sse_event
@@ -202,7 +202,7 @@ async def _relay(state: AppState, call: CallRecord, target: Target, chunks: Asyn
         nonlocal closed
         if not closed:
             closed = True
-            end(state, call, target, started, outcome)
+            end_stream(state, call, target, started, outcome)
             with anyio.CancelScope(shield=True):
                 await chunks.aclose()  # type: ignore[attr-defined]
             call.settle_stream_usage()

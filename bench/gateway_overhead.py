@@ -138,6 +138,7 @@ class Row:
     p99_ms: float | None = None
     rss_mb: float | None = None  # VmRSS summed over the gateway's process tree
     procs: int | None = None  # processes in that tree
+    cpu_us: float | None = None  # CPU time (user + system) of that tree per request, in microseconds
     errors: dict[str, int] = field(default_factory=dict)
     requests: int = 0
     failure: str | None = None
@@ -199,6 +200,18 @@ def tree_pids(root: int) -> list[int]:
         pids.append(pid)
         todo.extend(parents.get(pid, []))
     return pids
+
+
+def cpu_s(root: int) -> float:
+    """User + system CPU seconds used so far by the process tree rooted at root."""
+    ticks = 0
+    for pid in tree_pids(root):
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ticks += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def rss_mb(root: int) -> float | None:
@@ -280,6 +293,7 @@ def measure(target: Target, duration_s: int) -> list[Row]:
     rows = []
     for threads, conns in LEVELS:
         run_wrk(target, threads, conns, WARMUP_S)
+        cpu_before = cpu_s(target.proc.pid) if target.proc is not None else 0.0
         res = run_wrk(target, threads, conns, duration_s)
         if target.proc is not None and target.proc.poll() is not None:
             raise RuntimeError(f"{target.name} exited (rc={target.proc.returncode}) during the c={conns} run")
@@ -288,8 +302,11 @@ def measure(target: Target, duration_s: int) -> list[Row]:
         if target.proc is not None:
             row.rss_mb = rss_mb(target.proc.pid)
             row.procs = len(tree_pids(target.proc.pid))
+            if res["requests"]:
+                row.cpu_us = round((cpu_s(target.proc.pid) - cpu_before) / res["requests"] * 1e6, 1)
         print(f"  {target.name} c={conns}: {row.rps:.0f} rps p50={row.p50_ms:.3f}ms "
-              f"p99={row.p99_ms:.3f}ms rss={row.rss_mb} errors={row.errors}", flush=True)  # fmt: skip
+              f"p99={row.p99_ms:.3f}ms rss={row.rss_mb} cpu/req={row.cpu_us}us errors={row.errors}",
+              flush=True)  # fmt: skip
         rows.append(row)
     return rows
 
@@ -388,6 +405,8 @@ def summarize(rows: list[Row]) -> dict[str, float | None]:
     for conns in (1, 16):  # the ledger journal's cost: throughput lost with it on
         on, off = metric(rows, "strata", conns, "rps"), metric(rows, "strata-nojournal", conns, "rps")
         out[f"journal_rps_cost_c{conns}"] = round(1 - on / off, 4) if on and off else None
+        on, off = metric(rows, "strata", conns, "cpu_us"), metric(rows, "strata-nojournal", conns, "cpu_us")
+        out[f"journal_cpu_cost_c{conns}"] = round(on / off - 1, 4) if on and off else None
     return out
 
 
@@ -397,14 +416,15 @@ def fmt(value: float | None, spec: str) -> str:
 
 def markdown(rows: list[Row], summary: dict[str, float | None]) -> str:
     lines = [
-        "| target | conc | RPS | p50 ms | p99 ms | RSS MiB (procs) | errors |",
-        "|---|---:|---:|---:|---:|---:|---|",
+        "| target | conc | RPS | p50 ms | p99 ms | RSS MiB (procs) | CPU µs/req | errors |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in rows:
         errs = r.failure or ", ".join(f"{k}={v}" for k, v in r.errors.items()) or "0"
         lines.append(
             f"| {r.target} | {r.concurrency} | {fmt(r.rps, '.0f')} | {fmt(r.p50_ms, '.3f')} "
-            f"| {fmt(r.p99_ms, '.3f')} | {fmt(r.rss_mb, '.1f')}{f' ({r.procs})' if r.procs else ''} | {errs} |"
+            f"| {fmt(r.p99_ms, '.3f')} | {fmt(r.rss_mb, '.1f')}{f' ({r.procs})' if r.procs else ''} "
+            f"| {fmt(r.cpu_us, '.0f')} | {errs} |"
         )
     lines.append("")
     for gw in GATEWAYS:
@@ -420,7 +440,10 @@ def markdown(rows: list[Row], summary: dict[str, float | None]) -> str:
     for conns in (1, 16):
         cost = summary.get(f"journal_rps_cost_c{conns}")
         pct = cost * 100 if cost is not None else None
-        lines.append(f"- ledger journal, RPS cost at c={conns}: {fmt(pct, '.1f')}%")
+        cpu = summary.get(f"journal_cpu_cost_c{conns}")
+        cpu_pct = cpu * 100 if cpu is not None else None
+        lines.append(f"- ledger journal at c={conns}: RPS cost {fmt(pct, '.1f')}%, "
+                     f"gateway CPU per request {fmt(cpu_pct, '+.1f')}%")
     return "\n".join(lines)
 
 

@@ -28,6 +28,7 @@ import shlex
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -36,7 +37,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -142,6 +143,7 @@ class Row:
     errors: dict[str, int] = field(default_factory=dict)
     requests: int = 0
     failure: str | None = None
+    round: int = 0  # --rounds: which round (targets run interleaved, round by round)
 
 
 # ---------------------------------------------------------------- processes
@@ -402,12 +404,23 @@ def summarize(rows: list[Row]) -> dict[str, float | None]:
         r = metric(rows, gw, 16, "rps")
         out[f"rps_ratio_{gw}_over_litellm_c16"] = round(r / l16, 2) if r and l16 else None
         out[f"rps_{gw}_over_strata_c16"] = round(r / s16, 3) if r and s16 else None
-    for conns in (1, 16):  # the ledger journal's cost: throughput lost with it on
-        on, off = metric(rows, "strata", conns, "rps"), metric(rows, "strata-nojournal", conns, "rps")
-        out[f"journal_rps_cost_c{conns}"] = round(1 - on / off, 4) if on and off else None
-        on, off = metric(rows, "strata", conns, "cpu_us"), metric(rows, "strata-nojournal", conns, "cpu_us")
-        out[f"journal_cpu_cost_c{conns}"] = round(on / off - 1, 4) if on and off else None
+    for conns in (1, 16):  # the ledger journal's cost, the median over rounds of each round's pair
+        rps = paired(rows, conns, "rps")
+        out[f"journal_rps_cost_c{conns}"] = round(1 - statistics.median(rps), 4) if rps else None
+        cpu = paired(rows, conns, "cpu_us")
+        out[f"journal_cpu_cost_c{conns}"] = round(statistics.median(cpu) - 1, 4) if cpu else None
     return out
+
+
+def paired(rows: list[Row], conns: int, name: str, on: str = "strata", off: str = "strata-nojournal") -> list[float]:
+    """Per round: ``on``'s value over ``off``'s, measured minutes apart in the same conditions."""
+    ratios = []
+    for k in sorted({r.round for r in rows}):
+        a, b = (next((getattr(r, name) for r in rows if r.target == t and r.concurrency == conns and r.round == k
+                      and r.failure is None), None) for t in (on, off))
+        if a and b:
+            ratios.append(a / b)
+    return ratios
 
 
 def fmt(value: float | None, spec: str) -> str:
@@ -419,10 +432,12 @@ def markdown(rows: list[Row], summary: dict[str, float | None]) -> str:
         "| target | conc | RPS | p50 ms | p99 ms | RSS MiB (procs) | CPU µs/req | errors |",
         "|---|---:|---:|---:|---:|---:|---:|---|",
     ]
+    rounds = any(r.round for r in rows)
     for r in rows:
         errs = r.failure or ", ".join(f"{k}={v}" for k, v in r.errors.items()) or "0"
+        name = f"{r.target} #{r.round + 1}" if rounds and r.target.startswith("strata") else r.target
         lines.append(
-            f"| {r.target} | {r.concurrency} | {fmt(r.rps, '.0f')} | {fmt(r.p50_ms, '.3f')} "
+            f"| {name} | {r.concurrency} | {fmt(r.rps, '.0f')} | {fmt(r.p50_ms, '.3f')} "
             f"| {fmt(r.p99_ms, '.3f')} | {fmt(r.rss_mb, '.1f')}{f' ({r.procs})' if r.procs else ''} "
             f"| {fmt(r.cpu_us, '.0f')} | {errs} |"
         )
@@ -506,9 +521,10 @@ def run_all(args: argparse.Namespace, tmp: Path) -> list[Row]:
         wait_ready(f"http://{HOST}:{up_port}/health", upstream, 15, up_log)
         rows = run_target("direct", bench_direct, args, up_port)
         if not args.skip_strata:
-            for _ in range(args.rounds):
+            for k in range(args.rounds):
                 for name in strata_targets(args):
-                    rows += run_target(name, bench_strata, args, tmp, up_port, name, STRATA_TARGETS[name])
+                    measured = run_target(name, bench_strata, args, tmp, up_port, name, STRATA_TARGETS[name])
+                    rows += [replace(r, round=k) for r in measured]
         if not args.skip_litellm:
             rows += run_target("litellm", bench_litellm, args, tmp, up_port)
     return rows

@@ -14,6 +14,7 @@ from rich.console import Console
 
 from strata.config.settings import Settings, load_settings
 from strata.errors import ConfigError, InvalidRequest, StrataError
+from strata.observe.usage import COLUMNS, window_start
 
 F = TypeVar("F", bound=Callable[..., Any])
 err_console = Console(stderr=True)
@@ -39,6 +40,13 @@ def one_line_errors(fn: F) -> F:
             raise typer.Exit(2 if isinstance(exc, ConfigError) else 1) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def check_report(by: str, since: str) -> None:
+    """``--by`` and ``--since`` of a ledger report, checked before any database is looked for."""
+    window_start(since)
+    if not (by.startswith("tag:") and len(by) > 4) and by not in COLUMNS:
+        raise InvalidRequest(f"cannot group by {by!r}; use one of: {', '.join([*COLUMNS, 'tag:NAME'])}", param="by")
 
 
 def print_json(obj: Any) -> None:

@@ -10,9 +10,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from strata.cli.common import ConfigOpt, DataDirOpt, JsonOpt, one_line_errors, print_json, settings_from
+from strata.cli.common import ConfigOpt, DataDirOpt, JsonOpt, check_report, one_line_errors, print_json
+from strata.cli.runtime import open_data
 from strata.observe.costs import cost_report, to_csv
-from strata.store.db import open_database
 
 app = typer.Typer(help="Cost reports from the ledger.", no_args_is_help=True)
 
@@ -28,7 +28,8 @@ def report(
     as_csv: Annotated[bool, typer.Option("--csv", help="Print CSV")] = False,
 ) -> None:
     """Spend, share, cache savings and week-over-week change per group; the top cost drivers first."""
-    data = cost_report(open_database(settings_from(config, data_dir).database_url), by, since)
+    check_report(by, since)
+    data = cost_report(open_data(config, data_dir)[1], by, since)
     if as_json:
         print_json(data)
         return

@@ -67,7 +67,7 @@ def deploy(
     max_in_flight: Annotated[int | None, typer.Option(help="Shed traffic beyond this many requests")] = None,
     reason: Annotated[str | None, typer.Option(help="Why (kept in the audit trail)")] = None,
     remove: Annotated[bool, typer.Option("--remove", help="Remove the deployment from the route")] = False,
-    url: UrlOpt = "http://127.0.0.1:8000",
+    url: UrlOpt = None,
     key: KeyOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -120,7 +120,8 @@ def deploy(
     _print_route(call(url, key, "PUT", path, current)["route"], as_json)
 
 
-def _action(action: str, route: str, reason: str | None, url: str, key: str | None, as_json: bool) -> None:
+def _action(action: str, route: str, reason: str | None, url: str | None, key: str | None,
+            as_json: bool) -> None:
     if action == "status":
         data = call(url, key, "GET", f"/admin/routes/{route}/rollout")
         if as_json:
@@ -171,7 +172,7 @@ def _fmt(v: float | None) -> str:
 def shadow_report(
     route: str,
     since: Annotated[str | None, typer.Option(help="Only mirrored requests this recent, e.g. 24h")] = None,
-    url: UrlOpt = "http://127.0.0.1:8000",
+    url: UrlOpt = None,
     key: KeyOpt = None,
     as_json: JsonOpt = False,
 ) -> None:

@@ -9,16 +9,16 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from strata.cli.common import ConfigOpt, DataDirOpt, JsonOpt, one_line_errors, print_json, settings_from
+from strata.cli.common import ConfigOpt, DataDirOpt, JsonOpt, one_line_errors, print_json
+from strata.cli.runtime import open_data
 from strata.gateway.admin import key_view
 from strata.governance.keys import KeyStore, check_routes
-from strata.store.db import open_database
 
 app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
 
 
 def _store(config: ConfigOpt, data_dir: DataDirOpt) -> KeyStore:
-    return KeyStore(open_database(settings_from(config, data_dir).database_url))
+    return KeyStore(open_data(config, data_dir)[1])
 
 
 @app.command("create")
@@ -35,8 +35,9 @@ def create(
 ) -> None:
     """Create a key. Its secret is printed once and never stored."""
     expires = datetime.now(UTC) + timedelta(days=expires_in_days) if expires_in_days is not None else None
-    check_routes(route, [r.name for r in settings_from(config, data_dir).routes])
-    created = _store(config, data_dir).create(name, team, route or None, expires, admin)
+    settings, db = open_data(config, data_dir)
+    check_routes(route, [r.name for r in settings.routes])
+    created = KeyStore(db).create(name, team, route or None, expires, admin)
     view = {**key_view(created.principal, datetime.now(UTC), created.secret[:14]), "key": created.secret}
     if as_json:
         print_json(view)

@@ -36,7 +36,7 @@ def _show(data: list[dict[str, Any]], columns: list[str], title: str) -> None:
 def limits_set(scope: ScopeOpt, subject: SubjectOpt = "*",
                rpm: Annotated[int | None, typer.Option(help="Requests per minute")] = None,
                tpm: Annotated[int | None, typer.Option(help="Tokens per minute")] = None,
-               url: UrlOpt = "http://127.0.0.1:8000", key: KeyOpt = None) -> None:
+               url: UrlOpt = None, key: KeyOpt = None) -> None:
     """Add or replace a rate limit."""
     rule = call(url, key, "PUT", "/admin/limits", {"scope": scope, "subject": subject, "rpm": rpm, "tpm": tpm})
     typer.echo(f"limit set: {rule['scope']} {rule['subject']}: rpm {rule['rpm'] or '-'}, tpm {rule['tpm'] or '-'}")
@@ -44,7 +44,7 @@ def limits_set(scope: ScopeOpt, subject: SubjectOpt = "*",
 
 @limits_app.command("list")
 @one_line_errors
-def limits_list(url: UrlOpt = "http://127.0.0.1:8000", key: KeyOpt = None, as_json: JsonOpt = False) -> None:
+def limits_list(url: UrlOpt = None, key: KeyOpt = None, as_json: JsonOpt = False) -> None:
     """Every rate limit in force (config file and run time)."""
     data = call(url, key, "GET", "/admin/limits")["data"]
     print_json(data) if as_json else _show(data, ["scope", "subject", "rpm", "tpm"], "rate limits")
@@ -52,7 +52,7 @@ def limits_list(url: UrlOpt = "http://127.0.0.1:8000", key: KeyOpt = None, as_js
 
 @limits_app.command("remove")
 @one_line_errors
-def limits_remove(scope: ScopeOpt, subject: SubjectOpt = "*", url: UrlOpt = "http://127.0.0.1:8000",
+def limits_remove(scope: ScopeOpt, subject: SubjectOpt = "*", url: UrlOpt = None,
                   key: KeyOpt = None) -> None:
     """Remove a run-time rate limit."""
     call(url, key, "DELETE", "/admin/limits?" + urllib.parse.urlencode({"scope": scope, "subject": subject}))
@@ -61,7 +61,7 @@ def limits_remove(scope: ScopeOpt, subject: SubjectOpt = "*", url: UrlOpt = "htt
 
 @limits_app.command("changes")
 @one_line_errors
-def limits_changes(url: UrlOpt = "http://127.0.0.1:8000", key: KeyOpt = None) -> None:
+def limits_changes(url: UrlOpt = None, key: KeyOpt = None) -> None:
     """Audit trail of rate-limit changes (JSON)."""
     print_json(call(url, key, "GET", "/admin/limits/changes")["data"])
 
@@ -72,7 +72,7 @@ def budgets_set(scope: ScopeOpt, subject: SubjectOpt,
                 cap: Annotated[float, typer.Option(help="Cap in USD")],
                 period: Annotated[str, typer.Option(help="day, month or total")] = "month",
                 alerts: Annotated[str | None, typer.Option(help="Alert shares, e.g. 0.5,0.8,1")] = None,
-                url: UrlOpt = "http://127.0.0.1:8000", key: KeyOpt = None) -> None:
+                url: UrlOpt = None, key: KeyOpt = None) -> None:
     """Add or replace a budget."""
     body: dict[str, Any] = {"scope": scope, "subject": subject, "period": period, "cap_usd": cap}
     if alerts:
@@ -86,7 +86,7 @@ def budgets_set(scope: ScopeOpt, subject: SubjectOpt,
 
 @budgets_app.command("list")
 @one_line_errors
-def budgets_list(url: UrlOpt = "http://127.0.0.1:8000", key: KeyOpt = None, as_json: JsonOpt = False) -> None:
+def budgets_list(url: UrlOpt = None, key: KeyOpt = None, as_json: JsonOpt = False) -> None:
     """Every budget in force, with spend so far this period for named subjects."""
     data = call(url, key, "GET", "/admin/budgets")["data"]
     print_json(data) if as_json else _show(data, ["scope", "subject", "period", "cap_usd", "spent_usd", "alerts"],
@@ -97,7 +97,7 @@ def budgets_list(url: UrlOpt = "http://127.0.0.1:8000", key: KeyOpt = None, as_j
 @one_line_errors
 def budgets_remove(scope: ScopeOpt, subject: SubjectOpt,
                    period: Annotated[str, typer.Option(help="day, month or total")] = "month",
-                   url: UrlOpt = "http://127.0.0.1:8000", key: KeyOpt = None) -> None:
+                   url: UrlOpt = None, key: KeyOpt = None) -> None:
     """Remove a run-time budget."""
     q = urllib.parse.urlencode({"scope": scope, "subject": subject, "period": period})
     call(url, key, "DELETE", f"/admin/budgets?{q}")
@@ -106,6 +106,6 @@ def budgets_remove(scope: ScopeOpt, subject: SubjectOpt,
 
 @budgets_app.command("changes")
 @one_line_errors
-def budgets_changes(url: UrlOpt = "http://127.0.0.1:8000", key: KeyOpt = None) -> None:
+def budgets_changes(url: UrlOpt = None, key: KeyOpt = None) -> None:
     """Audit trail of budget changes (JSON)."""
     print_json(call(url, key, "GET", "/admin/budgets/changes")["data"])

@@ -1,7 +1,8 @@
 """``strata routes …`` and ``strata deploy …``: inspect and change a running gateway's routes.
 
-These talk to the admin API of a running Strata (``--url``, admin key from ``--key`` or
-``STRATA_ADMIN_KEY``), so the change applies at once, without a restart, and lands in the audit trail.
+These talk to the admin API of a running Strata (``--url``/``STRATA_URL``, else the one ``strata up``
+recorded, see ``cli.runtime``; admin key from ``--key`` or ``STRATA_ADMIN_KEY``), so the change applies at
+once, without a restart, and lands in the audit trail.
 """
 
 from __future__ import annotations
@@ -16,18 +17,22 @@ from rich.console import Console
 from rich.table import Table
 
 from strata.cli.common import JsonOpt, key_values, one_line_errors, print_json
+from strata.cli.runtime import server_url
 from strata.errors import AuthenticationFailed, InvalidRequest, NotFound, StrataError, UpstreamUnavailable
 
 app = typer.Typer(help="Inspect and change routes on a running Strata.", no_args_is_help=True)
-UrlOpt = Annotated[str, typer.Option("--url", envvar="STRATA_URL", help="Strata's base URL")]
+UrlOpt = Annotated[str | None, typer.Option("--url", envvar="STRATA_URL", show_default=False,
+                                            help="Strata's base URL [default: the running `strata up`]")]
 KeyOpt = Annotated[str | None, typer.Option("--key", envvar="STRATA_ADMIN_KEY", help="Admin key", show_default=False)]
 ERRORS = {400: InvalidRequest, 401: AuthenticationFailed, 404: NotFound}
 
 
-def call(url: str, key: str | None, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+def call(url: str | None, key: str | None, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
     """One admin API call; its error becomes a one-line CLI error."""
+    url = server_url(url)
     if not key:
-        raise AuthenticationFailed("no admin key: pass --key or set STRATA_ADMIN_KEY")
+        raise AuthenticationFailed("no admin key: set STRATA_ADMIN_KEY (or pass --key) to the admin key `strata up` "
+                                   "printed on its first start, or make one: strata keys create ops --admin")
     data = json.dumps(body).encode() if body is not None else None
     req = urllib.request.Request(url.rstrip("/") + path, data=data, method=method,
                                  headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"})
@@ -53,7 +58,7 @@ def _table(route: dict[str, Any]) -> Table:
 
 @app.command("list")
 @one_line_errors
-def list_(url: UrlOpt = "http://127.0.0.1:8000", key: KeyOpt = None, as_json: JsonOpt = False) -> None:
+def list_(url: UrlOpt = None, key: KeyOpt = None, as_json: JsonOpt = False) -> None:
     """List routes with their deployments and live state."""
     data = call(url, key, "GET", "/admin/routes")["data"]
     if as_json:
@@ -65,7 +70,7 @@ def list_(url: UrlOpt = "http://127.0.0.1:8000", key: KeyOpt = None, as_json: Js
 
 @app.command("show")
 @one_line_errors
-def show(route: str, url: UrlOpt = "http://127.0.0.1:8000", key: KeyOpt = None, as_json: JsonOpt = False) -> None:
+def show(route: str, url: UrlOpt = None, key: KeyOpt = None, as_json: JsonOpt = False) -> None:
     """Show one route: deployments, roles, weights, breaker state, in-flight requests."""
     data = call(url, key, "GET", f"/admin/routes/{route}")
     print_json(data) if as_json else Console().print(_table(data))
@@ -73,7 +78,7 @@ def show(route: str, url: UrlOpt = "http://127.0.0.1:8000", key: KeyOpt = None, 
 
 @app.command("changes")
 @one_line_errors
-def changes(route: str, url: UrlOpt = "http://127.0.0.1:8000", key: KeyOpt = None, as_json: JsonOpt = False) -> None:
+def changes(route: str, url: UrlOpt = None, key: KeyOpt = None, as_json: JsonOpt = False) -> None:
     """The audit trail of a route: who changed what, when."""
     data = call(url, key, "GET", f"/admin/routes/{route}/changes")["data"]
     if as_json:
@@ -88,7 +93,7 @@ def changes(route: str, url: UrlOpt = "http://127.0.0.1:8000", key: KeyOpt = Non
 
 @app.command("reset")
 @one_line_errors
-def reset(route: str, url: UrlOpt = "http://127.0.0.1:8000", key: KeyOpt = None) -> None:
+def reset(route: str, url: UrlOpt = None, key: KeyOpt = None) -> None:
     """Drop run-time changes: the route goes back to what the config file says."""
     call(url, key, "POST", f"/admin/routes/{route}/reset")
     typer.echo(f"route {route} reset to the config file")
@@ -100,7 +105,7 @@ def set_(
     route: str,
     settings: Annotated[list[str], typer.Argument(help="KEY=VALUE pairs, nested with dots: retries=1 "
                                                   "canary.max_ttft_ratio=3 complexity.threshold=0.3")],
-    url: UrlOpt = "http://127.0.0.1:8000",
+    url: UrlOpt = None,
     key: KeyOpt = None,
     as_json: JsonOpt = False,
 ) -> None:

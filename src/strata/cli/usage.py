@@ -8,9 +8,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from strata.cli.common import ConfigOpt, DataDirOpt, JsonOpt, one_line_errors, print_json, settings_from
+from strata.cli.common import ConfigOpt, DataDirOpt, JsonOpt, check_report, one_line_errors, print_json
+from strata.cli.runtime import open_data
 from strata.observe.usage import usage_report
-from strata.store.db import open_database
 
 
 @one_line_errors
@@ -22,7 +22,8 @@ def usage(
     as_json: JsonOpt = False,
 ) -> None:
     """Show usage and cost from the ledger."""
-    report = usage_report(open_database(settings_from(config, data_dir).database_url), by, since)
+    check_report(by, since)
+    report = usage_report(open_data(config, data_dir)[1], by, since)
     if as_json:
         print_json(report)
         return

@@ -19,8 +19,10 @@ from typing import Any
 import aiohttp
 import orjson
 
-from strata.config.engines import OpenAIEngineConfig
+from strata.config.engines import OpenAIEngineConfig, UpstreamCapabilities
 from strata.engines.base import EngineHealth, Kind
+from strata.engines.capabilities import PERMISSIVE, Capabilities
+from strata.engines.fanout import generate_n, stream_n
 from strata.errors import (
     InvalidRequest,
     RateLimited,
@@ -69,8 +71,10 @@ class HttpEngine:
         read_timeout: float = 120.0,
         max_connections: int = 256,
         context_length: int | None = None,
+        capabilities: Capabilities = PERMISSIVE,
     ) -> None:
         self.name = name
+        self.capabilities = capabilities
         self.base_url = base_url.rstrip("/")
         self.model = model
         self._headers = {"Content-Type": "application/json"}
@@ -89,6 +93,7 @@ class HttpEngine:
         return cls(
             name, cfg.base_url, cfg.model, api_key=key, connect_timeout=cfg.connect_timeout,
             read_timeout=cfg.read_timeout, max_connections=cfg.max_connections, context_length=cfg.context_length,
+            capabilities=upstream_capabilities(cfg.capabilities),
         )
 
     @property
@@ -108,7 +113,22 @@ class HttpEngine:
     async def start(self) -> None:
         _ = self.session
 
+    def _fan_out(self, body: dict[str, Any]) -> int:
+        """How many calls ``n`` takes: 1 when the engine answers it itself."""
+        n = body.get("n")
+        return n if isinstance(n, int) and n > 1 and not self.capabilities.native_n else 1
+
     async def generate(self, kind: Kind, body: dict[str, Any]) -> dict[str, Any]:
+        if (n := self._fan_out(body)) > 1:
+            return await generate_n(lambda b: self.generate_one(kind, b), body, n)
+        return await self.generate_one(kind, body)
+
+    def stream(self, kind: Kind, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        if (n := self._fan_out(body)) > 1:
+            return stream_n(lambda b: self.stream_one(kind, b), body, n)
+        return self.stream_one(kind, body)
+
+    async def generate_one(self, kind: Kind, body: dict[str, Any]) -> dict[str, Any]:
         return await self._post_json(PATHS[kind], body)
 
     async def embed(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -122,7 +142,7 @@ class HttpEngine:
                     raise upstream_status_error(self.name, r.status, raw)
         return _json_object(self.name, raw, "response")
 
-    async def stream(self, kind: Kind, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    async def stream_one(self, kind: Kind, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         """Yield each SSE ``data:`` object; closing the iterator aborts the upstream request."""
         with map_client_errors(self.name):
             async with await self._send(PATHS[kind], body) as r:
@@ -219,6 +239,12 @@ async def cancel_quietly(task: asyncio.Task[Any]) -> None:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
+
+
+def upstream_capabilities(cfg: UpstreamCapabilities) -> Capabilities:
+    return Capabilities(tools=cfg.tools, vision=cfg.vision, audio=cfg.audio,
+                        json_schema=cfg.json_schema, logprobs=cfg.logprobs, max_n=cfg.max_n,
+                        native_n=cfg.native_n, embedding_size=cfg.embedding_size, dimensions=cfg.dimensions)
 
 
 def openai_engine(name: str, cfg: OpenAIEngineConfig) -> HttpEngine:

@@ -7,9 +7,11 @@ never takes the gateway down, and the gateway process stays small.
 
 from __future__ import annotations
 
+import logging
 import socket
 import sys
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +22,21 @@ from strata.config.engines import LlamaCppEngineConfig, SentenceTransformersEngi
 from strata.config.settings import SupervisorSettings
 from strata.engines.artifacts import require_module, resolve_artifact
 from strata.engines.base import EngineHealth, Kind
+from strata.engines.capabilities import PERMISSIVE, Capabilities
 from strata.engines.http import HttpEngine
+from strata.engines.llamacpp_tools import (
+    as_tool_call,
+    constrained,
+    forced_tools,
+    stream_tool_call,
+    stream_with_ids,
+    with_ids,
+)
 from strata.engines.supervisor import WorkerSupervisor
+from strata.engines.templates import chat_template
 from strata.errors import UpstreamUnavailable
+
+log = logging.getLogger(__name__)
 
 
 def free_port() -> int:
@@ -46,10 +60,12 @@ class LocalEngine(HttpEngine):
         supervisor: SupervisorSettings,
         log_dir: Path,
         context_length: int | None = None,
+        capabilities: Capabilities = PERMISSIVE,
     ) -> None:
         port = free_port()
         super().__init__(name, f"http://127.0.0.1:{port}/v1", model, read_timeout=600,
-                         context_length=context_length)
+                         context_length=context_length, capabilities=capabilities)
+        self._discovered: int | None = None  # the worker pid whose capabilities are known
         self.engine_type = engine_type
         self.port = port
         self.wait_timeout = wait_timeout
@@ -85,8 +101,25 @@ class LocalEngine(HttpEngine):
 
     async def health(self) -> EngineHealth:
         sup = self.supervisor
-        return EngineHealth(ready=sup.ready.is_set(), state=sup.state, detail=sup.last_error,
-                            restarts=sup.restarts, extra={"pid": sup.pid, "url": self.base_url})
+        ready = sup.ready.is_set()
+        if ready and sup.pid != self._discovered:
+            try:
+                self.capabilities = await self.discover()
+                self._discovered = sup.pid
+            except (aiohttp.ClientError, TimeoutError, KeyError, TypeError, ValueError) as exc:
+                log.warning("engine %s: cannot read its capabilities yet: %s", self.name, exc)
+        return EngineHealth(ready=ready, state=sup.state, detail=sup.last_error, restarts=sup.restarts,
+                            extra={"pid": sup.pid, "url": self.base_url, "capabilities": self.capabilities.summary()})
+
+    async def discover(self) -> Capabilities:
+        """What the running worker says it can do (once per worker process)."""
+        return self.capabilities
+
+    async def _get(self, path: str) -> Any:
+        async with self.session.get(f"http://127.0.0.1:{self.port}{path}",
+                                    timeout=aiohttp.ClientTimeout(total=2)) as r:
+            r.raise_for_status()
+            return await r.json()
 
     async def close(self) -> None:
         await self.supervisor.stop()
@@ -94,9 +127,35 @@ class LocalEngine(HttpEngine):
 
 
 class LlamaCppEngine(LocalEngine):
-    """llama.cpp with continuous batching across ``n_parallel`` slots; reports busy slots and queue depth."""
+    """llama.cpp with continuous batching across ``n_parallel`` slots; reports busy slots and queue depth.
+
+    Capabilities come from the loaded model (``/props``): tools when its chat template describes them,
+    vision/audio only with a multimodal projector (never configured here). ``n > 1`` is fanned out into
+    parallel calls, because llama.cpp's own ``n`` reports the usage of one choice only (measured).
+    """
 
     close_after_stream = True
+
+    async def discover(self) -> Capabilities:
+        props = await self._get("/props")
+        template = props.get("chat_template_caps") or {}
+        media = props.get("modalities") or {}
+        return replace(self.capabilities, tools=bool(template.get("supports_tools")),
+                       vision=bool(media.get("vision")), audio=bool(media.get("audio")))
+
+    async def generate_one(self, kind: Kind, body: dict[str, Any]) -> dict[str, Any]:
+        if kind == "chat" and body.get("tools"):
+            if (forced := forced_tools(body)) is not None:
+                return as_tool_call(await super().generate_one(kind, constrained(body, forced)))
+            return with_ids(await super().generate_one(kind, body))
+        return await super().generate_one(kind, body)
+
+    def stream_one(self, kind: Kind, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        if kind == "chat" and body.get("tools"):
+            if (forced := forced_tools(body)) is not None:
+                return stream_tool_call(super().stream_one(kind, constrained(body, forced)))
+            return stream_with_ids(super().stream_one(kind, body))
+        return super().stream_one(kind, body)
 
     async def health(self) -> EngineHealth:
         h = await super().health()
@@ -119,18 +178,34 @@ def _prom_value(text: str, metric: str) -> float:
     return 0.0
 
 
+class EmbeddingsEngine(LocalEngine):
+    """sentence-transformers: its native embedding size, and whether ``dimensions`` may shorten it."""
+
+    async def discover(self) -> Capabilities:
+        model = (await self._get("/v1/models"))["data"][0]
+        return replace(self.capabilities, embedding_size=int(model["dimensions"]),
+                       dimensions=bool(model.get("matryoshka")))
+
+
 def llamacpp_engine(name: str, cfg: LlamaCppEngineConfig, **common: Any) -> LlamaCppEngine:
     require_module("xllamacpp", name)
     path = resolve_artifact(cfg.model, name)
-    spec = {"model": str(path), "n_parallel": cfg.n_parallel, "n_ctx": cfg.n_ctx,
-            "threads": cfg.threads, "n_batch": cfg.n_batch}
+    template = chat_template(cfg.chat_template, cfg.model, name)
+    spec = {"model": str(path), "n_parallel": cfg.n_parallel, "n_ctx": cfg.n_ctx, "kv_unified": cfg.kv_unified,
+            "threads": cfg.threads, "n_batch": cfg.n_batch, "chat_template": template}
+    # until the worker reports its own: what llama.cpp always can, and tools only with a tool template
+    caps = Capabilities(endpoints=frozenset({"chat", "completion"}), tools=template is not None, vision=False,
+                        audio=False, files=False, max_n=cfg.n_parallel, native_n=False)
     return LlamaCppEngine(name, "llamacpp", cfg.model, spec, startup_timeout=cfg.startup_timeout,
-                          context_length=cfg.slot_context, **common)
+                          context_length=cfg.slot_context, capabilities=caps, **common)
 
 
 def sentence_transformers_engine(name: str, cfg: SentenceTransformersEngineConfig, **common: Any) -> LocalEngine:
     require_module("sentence_transformers", name)
     path = resolve_artifact(cfg.model, name)
-    spec = {"model": str(path), "device": cfg.device, "threads": cfg.threads, "batch_size": cfg.batch_size}
-    return LocalEngine(name, "sentence-transformers", cfg.model, spec, startup_timeout=cfg.startup_timeout,
-                       **common)
+    spec = {"model": str(path), "device": cfg.device, "threads": cfg.threads, "batch_size": cfg.batch_size,
+            "matryoshka": cfg.matryoshka}
+    caps = Capabilities(endpoints=frozenset({"embeddings"}), tools=False, vision=False, audio=False, files=False,
+                        json_schema=False, logprobs=False, max_n=1, dimensions=cfg.matryoshka)
+    return EmbeddingsEngine(name, "sentence-transformers", cfg.model, spec, startup_timeout=cfg.startup_timeout,
+                            capabilities=caps, **common)

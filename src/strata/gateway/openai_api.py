@@ -15,13 +15,13 @@ from starlette.routing import Route
 
 from strata.config.settings import RouteConfig
 from strata.engines.base import Kind
-from strata.errors import StrataError
+from strata.errors import NotFound, StrataError
 from strata.gateway.attempt import ClientGone, call_engine, end, end_stream
 from strata.gateway.cache import Entry, ExactCache, assembled, replay, share, shared_get
 from strata.gateway.context import CallRecord, estimate_prompt_tokens
 from strata.gateway.http import SSE_DONE, error_response, json_response, request_id_of, sse_event
 from strata.gateway.pipeline import account, admit
-from strata.gateway.schemas import ChatRequest, CompletionRequest, EmbeddingRequest
+from strata.gateway.schemas import ChatRequest, CompletionRequest, EmbeddingRequest, openai_shaped
 from strata.gateway.semantic import SemanticCache, split, unit
 from strata.gateway.shadow import answer_text, mirror, shadow_body
 from strata.gateway.state import AppState
@@ -102,7 +102,8 @@ def _done(state: AppState, call: CallRecord, target: Target | None,
 async def _cache_lookup(state: AppState, request: Request, call: CallRecord, route: RouteConfig,
                         body: dict[str, Any]) -> Entry | None:
     """The cached answer to this request (exact, then semantic), or None (then the answer will be stored)."""
-    if request.headers.get("x-strata-cache") == "bypass" or not ExactCache.cacheable(route.cache, body):
+    if (request.headers.get("x-strata-cache") == "bypass" or not ExactCache.cacheable(route.cache, body)
+            or (body.get("n") or 1) > 1):  # the cache stores and replays one choice
         state.metrics.cache.labels(route.name, "bypass").inc()
         return None
     assert call.principal is not None
@@ -170,6 +171,9 @@ async def _answer(state: AppState, call: CallRecord, req: Any, body: dict[str, A
     """A JSON (non-streaming) answer: call the engine with retries and fallbacks, account usage, respond."""
     target, (result, started) = await call_engine(state, call, req, body, attempts, lambda t: _timed(make(t)))
     end(state, call, target, started)
+    if (engine_ms := openai_shaped(result, call.endpoint)) is not None:
+        _engine_time(call, engine_ms)
+        call.headers = {**(call.headers or {}), "x-strata-engine-ms": str(engine_ms)}
     call.take_usage(result.get("usage"))
     if call.answer is not None:
         call.answer.append(answer_text(result))
@@ -177,6 +181,12 @@ async def _answer(state: AppState, call: CallRecord, req: Any, body: dict[str, A
     if call.cache_key is not None:
         call.cached = result
     return target, json_response(result, call.request_id, headers=call.headers)
+
+
+def _engine_time(call: CallRecord, ms: float) -> None:
+    """The engine's own time for the answer, in the ledger row's entry for the attempt that made it."""
+    if call.attempts:
+        call.attempts[-1]["engine_ms"] = ms
 
 
 async def _timed(aw: Awaitable[T]) -> tuple[T, float]:
@@ -297,6 +307,21 @@ async def list_models(request: Request) -> Response:
     return json_response({"object": "list", "data": data}, rid)
 
 
+async def retrieve_model(request: Request) -> Response:
+    """``GET /v1/models/{id}``: one route the key may use; 404 for unknown and forbidden alike."""
+    state = _state(request)
+    rid = request_id_of(request, state.new_id)
+    model = request.path_params["model"]
+    try:
+        principal = await state.auth.authenticate(request.headers.get("authorization"))
+        if model not in state.router.routes or not principal.may_use(model):
+            raise NotFound(f"The model '{model}' does not exist or you do not have access to it.", param="model")
+    except StrataError as exc:
+        return error_response(exc, rid)
+    return json_response({"id": model, "object": "model", "created": int(state.started_at), "owned_by": "strata"},
+                         rid)
+
+
 FAST_PATHS = {"/chat/completions": chat_completions, "/completions": completions, "/embeddings": embeddings}
 
 routes = [
@@ -304,4 +329,5 @@ routes = [
     Route("/v1/completions", completions, methods=["POST"]),
     Route("/v1/embeddings", embeddings, methods=["POST"]),
     Route("/v1/models", list_models, methods=["GET"]),
+    Route("/v1/models/{model:path}", retrieve_model, methods=["GET"]),
 ]

@@ -35,7 +35,7 @@ async def admit(state: AppState, request: Request, call: CallRecord,
     call.user = req.user
     call.tags = parse_tags(request.headers.get("x-strata-tags"))
     call.stream = bool(getattr(req, "stream", False))
-    route = state.router.resolve(req.model, call.principal, call.endpoint)
+    route = state.router.resolve(req.model, call.principal, call.endpoint, body)
     call.route = route.name
     if (wait := state.callers.retry_after(route.name, call.principal.key_id)) > 0:
         state.metrics.limited.labels("key", "upstream_failures").inc()

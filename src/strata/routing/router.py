@@ -15,22 +15,16 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from strata.config.settings import DeploymentConfig, RouteConfig
 from strata.engines.base import Engine, EngineHealth
-from strata.errors import InvalidRequest, NotFound, PermissionDenied, UpstreamUnavailable
+from strata.engines.capabilities import Capabilities, capabilities_of, combine, require
+from strata.errors import NotFound, PermissionDenied, UpstreamUnavailable
 from strata.governance.keys import Principal
 from strata.routing.balancer import Candidate, pick, unit_hash
 from strata.routing.breaker import CLOSED, Breaker
 from strata.routing.outlier import Served
-
-# which endpoints each engine type can serve
-CAPABILITIES: dict[str, frozenset[str]] = {
-    "llamacpp": frozenset({"chat", "completion"}),
-    "sentence-transformers": frozenset({"embeddings"}),
-    "openai": frozenset({"chat", "completion", "embeddings"}),
-}
-ENDPOINT_NAMES = {"chat": "chat completions", "completion": "completions", "embeddings": "embeddings"}
 
 
 @dataclass(slots=True)
@@ -150,17 +144,21 @@ class Router:
     def owner_of(self, deployment: str) -> str | None:
         return next((r.name for r in self.routes.values() for d in r.deployments if d.name == deployment), None)
 
-    def resolve(self, model: str, principal: Principal, endpoint: str) -> RouteConfig:
+    def resolve(self, model: str, principal: Principal, endpoint: str,
+                body: dict[str, Any] | None = None) -> RouteConfig:
+        """The route for ``model``; a 400 naming the field when the request needs what it cannot do."""
         route = self.routes.get(model)
         if route is None:
             raise NotFound(f"The model '{model}' does not exist or you do not have access to it.", param="model")
         if not principal.may_use(model):
             raise PermissionDenied(f"This API key is not allowed to use the model '{model}'.", param="model")
-        primary = next(d for d in route.deployments if d.role == "primary")
-        if endpoint not in CAPABILITIES.get(primary.engine.type, frozenset(ENDPOINT_NAMES)):
-            raise InvalidRequest(f"The model '{model}' does not support {ENDPOINT_NAMES[endpoint]}.",
-                                 param="model", code="unsupported_endpoint")
+        require(self.capabilities(route), model, endpoint, body or {})
         return route
+
+    def capabilities(self, route: RouteConfig) -> Capabilities:
+        """What every deployment that may answer the route's clients can do (shadows only mirror)."""
+        return combine(capabilities_of(self.deployments[d.name].engine) for d in route.deployments
+                       if d.role != "shadow" and d.name in self.deployments)
 
     def attempts(self, route: RouteConfig, affinity_key: str | None = None, tier: str | None = None) -> Attempts:
         return Attempts(self, route, affinity_key if route.affinity else None, 1 + route.retries, tier)

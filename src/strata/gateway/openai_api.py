@@ -207,12 +207,15 @@ async def _relay(state: AppState, call: CallRecord, target: Target, chunks: Asyn
     itl = state.metrics.itl.labels(call.route, call.deployment)
     outcome: StrataError | None = DISCONNECTED
     closed = False
+    engine_ms: float | None = None  # the engine's own time, from its last chunk (llama.cpp's timings)
 
     async def close() -> None:  # before the last event: the ledger row is journaled before the client has it all
         nonlocal closed
         if not closed:
             closed = True
             end_stream(state, call, target, started, outcome)
+            if engine_ms is not None:
+                _engine_time(call, engine_ms)
             with anyio.CancelScope(shield=True):
                 await chunks.aclose()  # type: ignore[attr-defined]
             call.settle_stream_usage()
@@ -220,6 +223,7 @@ async def _relay(state: AppState, call: CallRecord, target: Target, chunks: Asyn
 
     try:
         while chunk is not None:
+            engine_ms = openai_shaped(chunk, call.endpoint, chunk=True) or engine_ms
             usage = chunk.get("usage")
             if usage:
                 call.take_usage(usage)

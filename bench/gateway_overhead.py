@@ -10,8 +10,9 @@ the LiteLLM proxy, and reports RPS, p50, p99 and gateway RSS at concurrency 1 an
     python bench/gateway_overhead.py --strata-cmd "strata up --config {config} --port {port} ..."
     python bench/gateway_overhead.py --skip-litellm --targets strata,strata-nojournal --rounds 3
 
---targets picks the Strata targets to run (default: all); --rounds repeats them, interleaved, and the
-summary averages the rounds (on a shared machine, compare targets run side by side like this).
+--targets picks the Strata targets to run (default: all); --rounds repeats them, interleaved, in reverse
+order every other round, and the summary averages the rounds (on a shared machine, compare targets run
+side by side like this).
 
 --strata-cmd placeholders: {config} {host} {port} {data_dir} {upstream_port}.
 LiteLLM comes from bench/.venv-litellm (create it with bench/setup_litellm.sh).
@@ -522,7 +523,8 @@ def run_all(args: argparse.Namespace, tmp: Path) -> list[Row]:
         rows = run_target("direct", bench_direct, args, up_port)
         if not args.skip_strata:
             for k in range(args.rounds):
-                for name in strata_targets(args):
+                names = strata_targets(args)
+                for name in names if k % 2 == 0 else reversed(names):  # A B, B A, ...: no target always first
                     measured = run_target(name, bench_strata, args, tmp, up_port, name, STRATA_TARGETS[name])
                     rows += [replace(r, round=k) for r in measured]
         if not args.skip_litellm:

@@ -503,6 +503,8 @@ async def test_canary_settings_belong_to_that_rollout_only(ups: dict[str, Faulty
                                                                 "traffic": 5, "canary": {"max_ttft_ration": 3}})
         assert (bad.status_code, bad.json()["error"]["param"]) == (400, "canary"), bad.text
         assert "max_ttft_ration" in bad.json()["error"]["message"]
+        shadow = await client.post("/admin/routes/m/shadow", json={"traffic": 5, "steps": [5, 50]})
+        assert (shadow.status_code, shadow.json()["error"]["param"]) == (400, "steps"), "a plan is for canaries"
 
         started = await client.post("/admin/routes/m/canary", json={
             "engine": {"base_url": ups["v2"].base_url}, "steps": [50, 100], "canary": {"max_latency_ratio": 4}})

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -148,6 +149,11 @@ def test_a_bare_off_in_yaml_means_off(tmp_path: Path) -> None:
     path.write_text("routes:\n  - name: r\n    context: {policy: off}\n    deployments:\n"
                     "      - {name: d, engine: {type: openai, base_url: 'http://127.0.0.1:9/v1', model: m}}\n")
     assert load_settings(path).routes[0].context.policy == "off"
+
+
+@pytest.mark.parametrize("block", blocks("json"), ids=str)
+def test_json_block_parses(block: Block) -> None:
+    json.loads(block.text)
 
 
 # --- shell ---------------------------------------------------------------------------------------------------

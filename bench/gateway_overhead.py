@@ -37,7 +37,8 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -298,20 +299,39 @@ def measure(target: Target, duration_s: int) -> list[Row]:
         run_wrk(target, threads, conns, WARMUP_S)
         cpu_before = cpu_s(target.proc.pid) if target.proc is not None else 0.0
         res = run_wrk(target, threads, conns, duration_s)
-        if target.proc is not None and target.proc.poll() is not None:
-            raise RuntimeError(f"{target.name} exited (rc={target.proc.returncode}) during the c={conns} run")
-        row = Row(target.name, conns, res["rps"], res["p50_ms"], res["p99_ms"], requests=res["requests"])
-        row.errors = {k: v for k, v in res["errors"].items() if v}
-        if target.proc is not None:
-            row.rss_mb = rss_mb(target.proc.pid)
-            row.procs = len(tree_pids(target.proc.pid))
-            if res["requests"]:
-                row.cpu_us = round((cpu_s(target.proc.pid) - cpu_before) / res["requests"] * 1e6, 1)
-        print(f"  {target.name} c={conns}: {row.rps:.0f} rps p50={row.p50_ms:.3f}ms "
-              f"p99={row.p99_ms:.3f}ms rss={row.rss_mb} cpu/req={row.cpu_us}us errors={row.errors}",
-              flush=True)  # fmt: skip
-        rows.append(row)
+        rows.append(result_row(target, conns, res, cpu_before))
     return rows
+
+
+def measure_together(targets: list[Target], duration_s: int) -> list[Row]:
+    """Load every target at once, each with its own wrk: they share the machine's noise, so their ratios
+    hold on a busy machine where back-to-back runs drift."""
+    rows = []
+    with ThreadPoolExecutor(len(targets)) as pool:
+        for threads, conns in LEVELS:
+            n = len(targets)
+            list(pool.map(run_wrk, targets, [threads] * n, [conns] * n, [WARMUP_S] * n))
+            before = [cpu_s(t.proc.pid) if t.proc is not None else 0.0 for t in targets]
+            results = list(pool.map(run_wrk, targets, [threads] * n, [conns] * n, [duration_s] * n))
+            rows += [result_row(t, conns, res, cpu) for t, res, cpu in zip(targets, results, before, strict=True)]
+    return rows
+
+
+def result_row(target: Target, conns: int, res: dict[str, Any], cpu_before: float) -> Row:
+    """One wrk result as a row: RPS and latency, and the gateway's RSS and CPU per request."""
+    if target.proc is not None and target.proc.poll() is not None:
+        raise RuntimeError(f"{target.name} exited (rc={target.proc.returncode}) during the c={conns} run")
+    row = Row(target.name, conns, res["rps"], res["p50_ms"], res["p99_ms"], requests=res["requests"])
+    row.errors = {k: v for k, v in res["errors"].items() if v}
+    if target.proc is not None:
+        row.rss_mb = rss_mb(target.proc.pid)
+        row.procs = len(tree_pids(target.proc.pid))
+        if res["requests"]:
+            row.cpu_us = round((cpu_s(target.proc.pid) - cpu_before) / res["requests"] * 1e6, 1)
+    print(f"  {target.name} c={conns}: {row.rps:.0f} rps p50={row.p50_ms:.3f}ms "
+          f"p99={row.p99_ms:.3f}ms rss={row.rss_mb} cpu/req={row.cpu_us}us errors={row.errors}",
+          flush=True)  # fmt: skip
+    return row
 
 
 # ---------------------------------------------------------------- targets
@@ -329,6 +349,19 @@ def strata_cmd(args: argparse.Namespace, config: Path, port: int, data_dir: Path
 
 def bench_strata(args: argparse.Namespace, tmp: Path, up_port: int, name: str = "strata",
                  template: str = STRATA_CONFIG) -> list[Row]:
+    with strata_target(args, tmp, up_port, name, template) as target:
+        return measure(target, args.duration)
+
+
+def bench_together(args: argparse.Namespace, tmp: Path, up_port: int, names: list[str]) -> list[Row]:
+    with ExitStack() as stack:
+        targets = [stack.enter_context(strata_target(args, tmp, up_port, n, STRATA_TARGETS[n])) for n in names]
+        return measure_together(targets, args.duration)
+
+
+@contextmanager
+def strata_target(args: argparse.Namespace, tmp: Path, up_port: int, name: str, template: str) -> Iterator[Target]:
+    """A ``strata up`` process on the upstream, ready and checked with one real request."""
     port, data_dir = free_port(), Path(tempfile.mkdtemp(prefix=f"{name}-", dir=tmp))  # fresh each round
     config = data_dir / f"{name}.yaml"
     config.write_text(template.format(upstream_port=up_port, prefix=os.getpid()))
@@ -338,7 +371,7 @@ def bench_strata(args: argparse.Namespace, tmp: Path, up_port: int, name: str = 
         target = Target(name, f"http://{HOST}:{port}", STRATA_KEY, proc)
         wait_ready(f"{target.base_url}/readyz", proc, 60, log)
         check_chat(target)
-        return measure(target, args.duration)
+        yield target
 
 
 def bench_litellm(args: argparse.Namespace, tmp: Path, up_port: int) -> list[Row]:
@@ -503,6 +536,8 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--strata-cmd", help="override the Strata command (placeholders: see module doc)")
     ap.add_argument("--targets", help=f"comma-separated Strata targets (default: all): {', '.join(STRATA_TARGETS)}")
     ap.add_argument("--rounds", type=int, default=1, help="run the Strata targets this many times, interleaved")
+    ap.add_argument("--together", action="store_true",
+                    help="start the Strata targets together and load them at the same time (A/B on a busy machine)")
     return ap.parse_args()
 
 
@@ -522,8 +557,12 @@ def run_all(args: argparse.Namespace, tmp: Path) -> list[Row]:
         wait_ready(f"http://{HOST}:{up_port}/health", upstream, 15, up_log)
         rows = run_target("direct", bench_direct, args, up_port)
         if not args.skip_strata:
+            names = strata_targets(args)
             for k in range(args.rounds):
-                names = strata_targets(args)
+                if args.together:
+                    measured = run_target("+".join(names), bench_together, args, tmp, up_port, names)
+                    rows += [replace(r, round=k) for r in measured]
+                    continue
                 for name in names if k % 2 == 0 else reversed(names):  # A B, B A, ...: no target always first
                     measured = run_target(name, bench_strata, args, tmp, up_port, name, STRATA_TARGETS[name])
                     rows += [replace(r, round=k) for r in measured]

@@ -180,7 +180,7 @@ def test_commands_from_another_directory_find_the_running_server_and_its_data(up
     home, elsewhere = tmp_path / "home", tmp_path / "elsewhere"
     elsewhere.mkdir()
     proc = StrataProcess(tmp_path / "project" / ".strata", {"routes": [openai_route("ok", upstream.base_url, "ok")]},
-                         env={"HOME": str(home)})
+                         env={"HOME": str(home), "PATH": "/usr/bin:/bin"})  # as under `make up`: no .venv/bin
     proc.start(60)
     try:
         here = {"HOME": str(home)}
@@ -204,13 +204,16 @@ def test_commands_from_another_directory_find_the_running_server_and_its_data(up
         assert_one_line_error(strata("routes", "list", env=here, cwd=elsewhere), "STRATA_ADMIN_KEY")
         assert not (elsewhere / ".strata").exists()
 
-        exports = next(line for line in proc.log().splitlines() if line.strip().startswith("export "))
-        curl = next(line for line in proc.log().splitlines() if line.strip().startswith("curl "))
-        assert f"STRATA_URL={proc.url}" in exports and '"Authorization: Bearer $STRATA_KEY"' in curl
-        pasted = subprocess.run(["bash", "-c", f"{exports}\n{curl} -s -o /dev/null -w '%{{http_code}}'"],
-                                capture_output=True, text=True, timeout=30,
-                                env={**os.environ, **here, "STRATA_ADMIN_KEY": ADMIN_KEY})  # as the server had it
-        assert pasted.stdout == "200", pasted.stdout + pasted.stderr
+        banner = {line.split()[0]: line.strip() for line in proc.log().splitlines()
+                  if line.startswith("  ") and line.split()[0] in ("source", "export", "curl")}
+        assert banner["source"].startswith(f"source {Path(sys.executable).parent / 'activate'}")
+        assert f"STRATA_URL={proc.url}" in banner["export"]
+        assert '"Authorization: Bearer $STRATA_KEY"' in banner["curl"]
+        script = f"{banner['source']}\nstrata version >&2\n{banner['export']}\n{banner['curl']} -s -o /dev/null " \
+                 "-w '%{http_code}'"
+        pasted = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=30,
+                                env={"HOME": str(home), "PATH": "/usr/bin:/bin", "STRATA_ADMIN_KEY": ADMIN_KEY})
+        assert (pasted.stdout, pasted.returncode) == ("200", 0), pasted.stdout + pasted.stderr
     finally:
         assert proc.stop() in (0, -15)
 

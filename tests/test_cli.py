@@ -209,8 +209,8 @@ def test_commands_from_another_directory_find_the_running_server_and_its_data(up
         assert banner["source"].startswith(f"source {Path(sys.executable).parent / 'activate'}")
         assert f"STRATA_URL={proc.url}" in banner["export"]
         assert '"Authorization: Bearer $STRATA_KEY"' in banner["curl"]
-        script = f"{banner['source']}\nstrata version >&2\n{banner['export']}\n{banner['curl']} -s -o /dev/null " \
-                 "-w '%{http_code}'"
+        script = "\n".join(["set -e", banner["source"], "strata version >&2", banner["export"],
+                            banner["curl"] + " -s -o /dev/null -w '%{http_code}'"])
         pasted = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=30,
                                 env={"HOME": str(home), "PATH": "/usr/bin:/bin", "STRATA_ADMIN_KEY": ADMIN_KEY})
         assert (pasted.stdout, pasted.returncode) == ("200", 0), pasted.stdout + pasted.stderr

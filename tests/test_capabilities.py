@@ -3,6 +3,7 @@ out where the upstream cannot; ``GET /v1/models/{id}``. In-process gateway on a 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ import pytest
 
 from strata.config.settings import load_settings
 from strata.engines.capabilities import PERMISSIVE, Capabilities, combine, require
+from strata.engines.kv_budget import KvBudget, prompt_bound
 from strata.errors import InvalidRequest
 from strata.gateway.app import create_app
 from tests.servers import ADMIN_KEY, openai_route
@@ -127,3 +129,40 @@ def test_a_route_can_do_what_all_its_deployments_can() -> None:
     require(embeds, "m", "embeddings", {"input": "x", "dimensions": 384})
     with pytest.raises(InvalidRequest):
         require(embeds, "m", "embeddings", {"input": "x", "dimensions": 128})
+
+
+async def test_kv_budget_queues_first_come_first_served_and_frees_on_cancel() -> None:
+    kv = KvBudget(100)
+    order: list[str] = []
+
+    async def use(name: str, tokens: int, release: asyncio.Event) -> None:
+        async with kv.hold(tokens):
+            order.append(name)
+            await release.wait()
+
+    go = [asyncio.Event() for _ in range(4)]
+    first = asyncio.create_task(use("a", 60, go[0]))
+    await settle()
+    big = asyncio.create_task(use("b", 70, go[1]))  # does not fit while a runs
+    small = asyncio.create_task(use("c", 10, go[2]))  # would fit, but waits its turn behind b
+    huge = asyncio.create_task(use("d", 500, go[3]))  # larger than the pool: runs alone
+    await settle()
+    assert order == ["a"]
+    big.cancel()  # a caller that gives up leaves the queue
+    await settle()
+    assert order == ["a", "c"] and kv.free == 30
+    go[0].set()
+    go[2].set()
+    await asyncio.wait_for(first, 1)
+    await asyncio.wait_for(small, 1)
+    await settle()
+    assert order == ["a", "c", "d"] and kv.free == 0
+    go[3].set()
+    await asyncio.wait_for(huge, 1)
+    assert kv.free == 100
+    assert prompt_bound({"messages": [{"role": "user", "content": "héllo"}]}) >= len("héllo".encode())
+
+
+async def settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)

@@ -4,13 +4,16 @@ model's full context window per request."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+from pathlib import Path
 from typing import Any
 
 import httpx
 import openai
 import pytest
 
+from tests.conftest import needs_models
 from tests.servers import ADMIN_KEY, StrataProcess, wait_for
 
 WEATHER: Any = {"type": "function", "function": {
@@ -136,3 +139,29 @@ def test_one_request_can_use_the_whole_context_window(client: openai.OpenAI) -> 
     reply = client.chat.completions.create(model="smollm2", max_tokens=2,
                                            messages=[{"role": "user", "content": f"Count these: {long}"}])
     assert reply.usage is not None and reply.usage.prompt_tokens > 1024
+
+
+@needs_models
+def test_requests_that_together_overflow_the_shared_kv_cache_wait_instead_of_failing(tmp_path: Path) -> None:
+    """Three ~750-token prompts at once on a 2,048-token unified cache: llama.cpp alone fails them all (500
+    "Context size has been exceeded", measured); behind the engine's KV admission they queue and all answer."""
+    engine = {"type": "llamacpp", "model": "bundled:smollm2", "n_parallel": 4, "n_ctx": 2048, "threads": 2}
+    config = {"routes": [{"name": "tight", "deployments": [{"name": "tight-local", "engine": engine}]}]}
+    proc = StrataProcess(tmp_path, config).start(ready_timeout=300)
+    try:
+        client = proc.async_client().with_options(timeout=300)
+        words = "the quick brown fox jumps over the lazy dog " * 80
+
+        async def ask(i: int) -> int:
+            reply = await client.chat.completions.create(
+                model="tight", max_tokens=8, messages=[{"role": "user", "content": f"{i}: repeat {words}"}])
+            assert reply.usage is not None
+            return reply.usage.prompt_tokens
+
+        async def all_three() -> list[int]:
+            return await asyncio.gather(*(ask(i) for i in range(3)))
+
+        prompts = asyncio.run(all_three())
+        assert sum(prompts) > 2048  # together they could never have fitted at once
+    finally:
+        proc.stop()

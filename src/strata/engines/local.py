@@ -7,6 +7,7 @@ never takes the gateway down, and the gateway process stays small.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import sys
@@ -24,6 +25,7 @@ from strata.engines.artifacts import require_module, resolve_artifact
 from strata.engines.base import EngineHealth, Kind
 from strata.engines.capabilities import PERMISSIVE, Capabilities
 from strata.engines.http import HttpEngine
+from strata.engines.kv_budget import KvBudget, output_limit, prompt_bound
 from strata.engines.llamacpp_tools import (
     as_tool_call,
     constrained,
@@ -135,6 +137,8 @@ class LlamaCppEngine(LocalEngine):
     """
 
     close_after_stream = True
+    kv: KvBudget | None = None  # the unified KV cache's admission (see ``kv_budget``)
+    default_output = 1024  # KV tokens held for a request without max_tokens
 
     async def discover(self) -> Capabilities:
         props = await self._get("/props")
@@ -143,19 +147,41 @@ class LlamaCppEngine(LocalEngine):
         return replace(self.capabilities, tools=bool(template.get("supports_tools")),
                        vision=bool(media.get("vision")), audio=bool(media.get("audio")))
 
+    def _bounded(self, body: dict[str, Any]) -> dict[str, Any]:
+        """With a shared KV cache, an answer without ``max_tokens`` is limited to ``n_ctx / n_parallel``."""
+        if self.kv is None or output_limit(body) is not None:
+            return body
+        return {**body, "max_tokens": self.default_output}
+
+    def _hold(self, body: dict[str, Any]) -> contextlib.AbstractAsyncContextManager[None]:
+        if self.kv is None:
+            return contextlib.nullcontext()
+        return self.kv.hold(prompt_bound(body) + (output_limit(body) or self.default_output))
+
     async def generate_one(self, kind: Kind, body: dict[str, Any]) -> dict[str, Any]:
-        if kind == "chat" and body.get("tools"):
-            if (forced := forced_tools(body)) is not None:
-                return as_tool_call(await super().generate_one(kind, constrained(body, forced)))
-            return with_ids(await super().generate_one(kind, body))
-        return await super().generate_one(kind, body)
+        body = self._bounded(body)
+        async with self._hold(body):
+            if kind == "chat" and body.get("tools"):
+                if (forced := forced_tools(body)) is not None:
+                    return as_tool_call(await super().generate_one(kind, constrained(body, forced)))
+                return with_ids(await super().generate_one(kind, body))
+            return await super().generate_one(kind, body)
 
     def stream_one(self, kind: Kind, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        body = self._bounded(body)
         if kind == "chat" and body.get("tools"):
             if (forced := forced_tools(body)) is not None:
-                return stream_tool_call(super().stream_one(kind, constrained(body, forced)))
-            return stream_with_ids(super().stream_one(kind, body))
-        return super().stream_one(kind, body)
+                return self._held(stream_tool_call(super().stream_one(kind, constrained(body, forced))), body)
+            return self._held(stream_with_ids(super().stream_one(kind, body)), body)
+        return self._held(super().stream_one(kind, body), body)
+
+    async def _held(self, chunks: AsyncIterator[dict[str, Any]], body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        try:
+            async with self._hold(body):
+                async for chunk in chunks:
+                    yield chunk
+        finally:
+            await chunks.aclose()  # type: ignore[attr-defined]
 
     async def health(self) -> EngineHealth:
         h = await super().health()
@@ -196,8 +222,11 @@ def llamacpp_engine(name: str, cfg: LlamaCppEngineConfig, **common: Any) -> Llam
     # until the worker reports its own: what llama.cpp always can, and tools only with a tool template
     caps = Capabilities(endpoints=frozenset({"chat", "completion"}), tools=template is not None, vision=False,
                         audio=False, files=False, max_n=cfg.n_parallel, native_n=False)
-    return LlamaCppEngine(name, "llamacpp", cfg.model, spec, startup_timeout=cfg.startup_timeout,
-                          context_length=cfg.slot_context, capabilities=caps, **common)
+    engine = LlamaCppEngine(name, "llamacpp", cfg.model, spec, startup_timeout=cfg.startup_timeout,
+                            context_length=cfg.slot_context, capabilities=caps, **common)
+    if cfg.kv_unified:
+        engine.kv, engine.default_output = KvBudget(cfg.n_ctx), max(cfg.n_ctx // cfg.n_parallel, 1)
+    return engine
 
 
 def sentence_transformers_engine(name: str, cfg: SentenceTransformersEngineConfig, **common: Any) -> LocalEngine:

@@ -137,8 +137,11 @@ async def main():
     assert await w.flush()  # these 100 are in the database; the next 50 only in the journal
     for i in range(100, 150):
         w.record(row(i))
-    with open(journal_dir / journal._name, "ab") as f:
-        f.write(b'{"request_id": "torn')  # the machine died mid-write: a line never finished
+    newest = max(journal_dir.glob("*.jsonl"))
+    data = newest.read_bytes()
+    with open(newest, "r+b") as f:  # the machine died mid-line: a line never finished, after the last whole one
+        f.seek(data.rfind(b"\\n") + 1)
+        f.write(b'{"request_id": "torn')
     os.kill(os.getpid(), signal.SIGKILL)
 
 asyncio.run(main())

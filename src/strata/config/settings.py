@@ -265,7 +265,7 @@ class JournalSettings(_Strict):
     enabled: bool = True
     fsync_interval: float = Field(1.0, gt=0, description="Seconds between fsyncs of the journal (a process "
                                   "crash needs none; a machine crash can take this window)")
-    segment_bytes: int = Field(8 * 1024 * 1024, ge=4096, description="Start a new journal file at this size; "
+    segment_bytes: int = Field(4 * 1024 * 1024, ge=4096, description="Start a new journal file at this size; "
                                "files whose rows are all in the database are deleted")
 
 

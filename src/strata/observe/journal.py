@@ -65,7 +65,7 @@ def _try_lock(path: Path) -> int | None:
 class Journal:
     """One process's journal: ``open()``, then ``append()`` per row; ``committed()`` after each DB write."""
 
-    def __init__(self, directory: Path, *, fsync_interval: float = 1.0, segment_bytes: int = 8 << 20,
+    def __init__(self, directory: Path, *, fsync_interval: float = 1.0, segment_bytes: int = 4 << 20,
                  owner: str | None = None) -> None:
         self.directory = directory
         self.fsync_interval = fsync_interval

@@ -117,6 +117,17 @@ async def test_models_retrieve(client: httpx.AsyncClient) -> None:
     assert (await client.get("/v1/models/full", headers={"Authorization": f"Bearer {secret}"})).status_code == 200
 
 
+async def test_engine_view_shows_each_deployments_capabilities(client: httpx.AsyncClient) -> None:
+    for _ in range(100):  # the health loop's first pass
+        view = (await client.get("/admin/engines")).json()
+        if "plain-dep" in view:
+            break
+        await asyncio.sleep(0.05)
+    assert view["plain-dep"]["capabilities"]["tools"] is False
+    assert view["plain-dep"]["capabilities"]["embedding_size"] == 27
+    assert view["full-dep"]["capabilities"]["vision"] is True
+
+
 def test_a_route_can_do_what_all_its_deployments_can() -> None:
     local = Capabilities(tools=False, vision=False, max_n=8, native_n=False)
     both = combine([PERMISSIVE, local])

@@ -106,6 +106,14 @@ def test_capability_400s_never_take_the_route_down(client: openai.OpenAI) -> Non
     assert client.chat.completions.create(model="smollm2", messages=ASK, max_tokens=4).choices[0].message.content
 
 
+
+def test_local_engines_report_what_their_models_can_do(model_strata: StrataProcess) -> None:
+    view = model_strata.admin("GET", "/admin/engines").json()
+    llm, embed = view["smollm2-local"]["capabilities"], view["minilm-local"]["capabilities"]
+    assert (llm["tools"], llm["vision"], llm["max_n"], llm["endpoints"]) == (True, False, 8, ["chat", "completion"])
+    assert (embed["embedding_size"], embed["dimensions"], embed["endpoints"]) == (384, False, ["embeddings"])
+
+
 def _error(exc: openai.APIStatusError) -> Any:
     return exc.body
 

@@ -186,9 +186,11 @@ class HttpEngine:
                     self.base_url + "/models", headers=self._headers, timeout=aiohttp.ClientTimeout(total=5)
                 ) as r:
                     ok = r.status < 500
-                    return EngineHealth(ready=ok, state="ready" if ok else "unhealthy", detail=f"HTTP {r.status}")
+                    return EngineHealth(ready=ok, state="ready" if ok else "unhealthy", detail=f"HTTP {r.status}",
+                                        extra={"capabilities": self.capabilities.summary()})
         except StrataError as exc:
-            return EngineHealth(ready=False, state="unreachable", detail=exc.message)
+            return EngineHealth(ready=False, state="unreachable", detail=exc.message,
+                                extra={"capabilities": self.capabilities.summary()})
 
     async def close(self) -> None:
         if self._session is not None:

@@ -130,6 +130,9 @@ async def test_engine_view_shows_each_deployments_capabilities(client: httpx.Asy
 
 def test_a_route_can_do_what_all_its_deployments_can() -> None:
     local = Capabilities(tools=False, vision=False, max_n=8, native_n=False)
+    with pytest.raises(InvalidRequest) as err:
+        require(Capabilities(functions=False), "m", "chat", {"messages": HI, "functions": [{"name": "f"}]})
+    assert err.value.param == "functions"
     both = combine([PERMISSIVE, local])
     assert (both.tools, both.vision, both.json_schema, both.max_n, both.native_n) == (False, False, True, 8, False)
     with pytest.raises(InvalidRequest) as err:

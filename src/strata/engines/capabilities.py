@@ -14,7 +14,7 @@ never an engine error that would count against the deployment's health.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from strata.errors import InvalidRequest
@@ -28,6 +28,7 @@ MEDIA = {"image_url": "vision", "input_audio": "audio", "file": "files"}
 class Capabilities:
     endpoints: frozenset[str] = ENDPOINTS
     tools: bool = True  # tools / tool_choice / tool messages
+    functions: bool = True  # the deprecated functions / function_call (llama.cpp ignores them: refused)
     vision: bool = True  # image_url content parts
     audio: bool = True  # input_audio content parts
     files: bool = True  # file content parts
@@ -53,23 +54,20 @@ def capabilities_of(engine: Any) -> Capabilities:
     return caps if isinstance(caps, Capabilities) else PERMISSIVE
 
 
+FLAGS = ("tools", "functions", "vision", "audio", "files", "json_schema", "logprobs", "native_n")
+
+
 def combine(all_caps: Iterable[Capabilities]) -> Capabilities:
     """What every one of several deployments can do (the route's capabilities)."""
     caps = list(all_caps)
     if not caps:
         return PERMISSIVE
-    first = caps[0]
     sizes = {c.embedding_size for c in caps if c.embedding_size is not None}
-    return replace(
-        first,
-        endpoints=frozenset.intersection(*(c.endpoints for c in caps)),
-        tools=all(c.tools for c in caps), vision=all(c.vision for c in caps), audio=all(c.audio for c in caps),
-        files=all(c.files for c in caps), json_schema=all(c.json_schema for c in caps),
-        logprobs=all(c.logprobs for c in caps), max_n=min(c.max_n for c in caps),
-        native_n=all(c.native_n for c in caps),
-        embedding_size=sizes.pop() if len(sizes) == 1 else None,
-        dimensions=all(c.dimensions for c in caps) and len(sizes) <= 1,
-    )
+    flags = {name: all(getattr(c, name) for c in caps) for name in FLAGS}
+    one_size = next(iter(sizes)) if len(sizes) == 1 else None
+    return Capabilities(endpoints=frozenset.intersection(*(c.endpoints for c in caps)),
+                        max_n=min(c.max_n for c in caps), embedding_size=one_size,
+                        dimensions=all(c.dimensions for c in caps) and len(sizes) <= 1, **flags)
 
 
 def unsupported(message: str, param: str) -> InvalidRequest:
@@ -117,11 +115,14 @@ def _messages(caps: Capabilities, model: str, messages: Any) -> None:
 
 
 def _tools(caps: Capabilities, model: str, body: dict[str, Any]) -> None:
+    for name in ("functions", "function_call"):
+        if body.get(name) and not caps.functions:
+            raise unsupported(f"The model '{model}' does not support the deprecated {name}; use tools and "
+                              "tool_choice.", name)
     if caps.tools:
         return
-    for name in ("tools", "functions"):
-        if body.get(name):
-            raise unsupported(f"The model '{model}' does not support tool calling.", name)
+    if body.get("tools"):
+        raise unsupported(f"The model '{model}' does not support tool calling.", "tools")
     choice = body.get("tool_choice")
     if choice is not None and choice != "none":
         raise unsupported(f"The model '{model}' does not support tool calling.", "tool_choice")

@@ -103,7 +103,7 @@ async def _cache_lookup(state: AppState, request: Request, call: CallRecord, rou
                         body: dict[str, Any]) -> Entry | None:
     """The cached answer to this request (exact, then semantic), or None (then the answer will be stored)."""
     if (request.headers.get("x-strata-cache") == "bypass" or not ExactCache.cacheable(route.cache, body)
-            or (body.get("n") or 1) > 1):  # the cache stores and replays one choice
+            or (body.get("n") or 1) > 1 or body.get("tools")):  # it stores and replays one text choice
         state.metrics.cache.labels(route.name, "bypass").inc()
         return None
     assert call.principal is not None

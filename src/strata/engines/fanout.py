@@ -50,7 +50,17 @@ async def generate_n(call: Call, body: dict[str, Any], n: int) -> dict[str, Any]
     usage = sum_usage([r.get("usage") for r in results])
     if usage is not None:
         merged["usage"] = usage
+    if (timings := sum_timings([r.get("timings") for r in results])) is not None:
+        merged["timings"] = timings
     return merged
+
+
+def sum_timings(timings: list[Any]) -> dict[str, float] | None:
+    """An engine's own timings (llama.cpp's), summed over the calls: the engine time the answer took."""
+    found = [t for t in timings if isinstance(t, dict)]
+    if not found:
+        return None
+    return {k: sum(float(t.get(k) or 0) for t in found) for k in ("prompt_ms", "predicted_ms")}
 
 
 async def stream_n(stream: Stream, body: dict[str, Any], n: int) -> AsyncIterator[dict[str, Any]]:
@@ -70,6 +80,7 @@ async def stream_n(stream: Stream, body: dict[str, Any], n: int) -> AsyncIterato
 
     tasks = [asyncio.create_task(pump(i, b)) for i, b in enumerate(samples(body, n))]
     usages: list[dict[str, Any]] = []
+    timings: list[Any] = []
     head: dict[str, Any] | None = None
     try:
         live = n
@@ -83,6 +94,8 @@ async def stream_n(stream: Stream, body: dict[str, Any], n: int) -> AsyncIterato
             chunk: dict[str, Any] = item
             if chunk.get("usage"):
                 usages.append(chunk.pop("usage"))
+            if "timings" in chunk:
+                timings.append(chunk.pop("timings"))
             head = head or {k: chunk.get(k) for k in ("id", "object", "created", "model")}
             if not chunk.get("choices"):
                 continue
@@ -91,7 +104,8 @@ async def stream_n(stream: Stream, body: dict[str, Any], n: int) -> AsyncIterato
             yield chunk
         usage = sum_usage(usages)
         if usage is not None and head is not None:
-            yield {**head, "choices": [], "usage": usage}
+            spent = sum_timings(timings)
+            yield {**head, "choices": [], "usage": usage, **({"timings": spent} if spent else {})}
     finally:
         for t in tasks:
             t.cancel()

@@ -45,6 +45,10 @@ class KvBudget:
         self.free = tokens
         self._waiting: deque[tuple[int, asyncio.Future[None]]] = deque()
 
+    @property
+    def waiting(self) -> int:
+        return len(self._waiting)
+
     @contextlib.asynccontextmanager
     async def hold(self, tokens: int) -> AsyncIterator[None]:
         tokens = min(tokens, self.total)

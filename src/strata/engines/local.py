@@ -194,6 +194,7 @@ class LlamaCppEngine(LocalEngine):
                 h.queue_depth = int(_prom_value(text, "llamacpp:requests_deferred"))
             except (aiohttp.ClientError, TimeoutError):
                 pass
+        h.queue_depth += self.kv.waiting if self.kv is not None else 0  # waiting for room in the KV cache
         return h
 
 

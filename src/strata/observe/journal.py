@@ -66,7 +66,7 @@ class Journal:
     """One process's journal: ``open()``, then ``append()`` per row; ``committed()`` after each DB write."""
 
     def __init__(self, directory: Path, *, fsync_interval: float = 1.0, segment_bytes: int = 4 << 20,
-                 owner: str | None = None) -> None:
+                 owner: str | None = None, mapped: bool = True) -> None:
         self.directory = directory
         self.fsync_interval = fsync_interval
         self.segment_bytes = segment_bytes
@@ -74,7 +74,7 @@ class Journal:
         self._lock_fd: int | None = None
         self._fd = -1
         self._mm: mmap.mmap | None = None
-        self._mapped = True  # segments are preallocated and mapped; False: plain write() (no fallocate here)
+        self._mapped = mapped  # segments are preallocated and mapped; False: plain write() (or no fallocate here)
         self._n = 0
         self._name = ""
         self._size = 0

@@ -18,18 +18,19 @@ from sqlalchemy import Engine, func, select
 from strata.observe.journal import Journal
 from strata.observe.ledger import LedgerWriter
 from strata.observe.metrics import Metrics
-from strata.store.db import open_database
+from strata.store.db import make_engine, open_database
 from strata.store.tables import LedgerRow
-from tests.servers import StrataProcess, ledger_rows, openai_route
+from tests.servers import StrataProcess, openai_route
 from tests.upstreams import REPLY, FaultyUpstream
 
 HI: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
 KILLED = -signal.SIGKILL
 
 
-def config(upstream: FaultyUpstream) -> dict[str, Any]:
+def config(upstream: FaultyUpstream, db_url: str) -> dict[str, Any]:
     # Rows wait up to 2 s in memory before their batch is written: a kill always catches some in the window.
-    return {"routes": [openai_route("ok", upstream.base_url, "ok")], "ledger": {"flush_interval": 2.0}}
+    return {"routes": [openai_route("ok", upstream.base_url, "ok")], "ledger": {"flush_interval": 2.0},
+            "database": {"url": db_url}}
 
 
 async def drive(gw: StrataProcess, prefix: str, answered: set[str], stop: asyncio.Event, workers: int = 8) -> None:
@@ -76,11 +77,13 @@ async def load_until(gws: list[tuple[StrataProcess, str]], answered: set[str], a
     await asyncio.gather(*tasks)
 
 
-async def test_sigkill_under_load_loses_no_answered_request(upstream: FaultyUpstream, tmp_path: Path) -> None:
+async def test_sigkill_under_load_loses_no_answered_request(upstream: FaultyUpstream, tmp_path: Path,
+                                                            db_url: str) -> None:
     """Two replicas share a data dir; one is SIGKILLed under load and restarted while the other serves on.
     Every request a client saw answered, on either replica, ends up with exactly one ledger row."""
-    a = StrataProcess(tmp_path, config(upstream)).start(ready_timeout=60)
-    b = StrataProcess(tmp_path, config(upstream)).start(ready_timeout=60)
+    a = StrataProcess(tmp_path, config(upstream, db_url)).start(ready_timeout=60)
+    b = StrataProcess(tmp_path, config(upstream, db_url)).start(ready_timeout=60)
+    db = make_engine(db_url)
     answered: set[str] = set()
     restarted: StrataProcess | None = None
     try:
@@ -88,8 +91,8 @@ async def test_sigkill_under_load_loses_no_answered_request(upstream: FaultyUpst
         killed_answers = {r for r in answered if r.startswith("a-")}
         assert killed_answers, "the killed replica answered nothing before the kill"
 
-        restarted = StrataProcess(tmp_path, config(upstream)).start(ready_timeout=60)  # replays a's journal
-        rows = Counter(r["request_id"] for r in ledger_rows(tmp_path))
+        restarted = StrataProcess(tmp_path, config(upstream, db_url)).start(ready_timeout=60)  # replays a
+        rows = ledger_ids(db)
         missing = killed_answers - rows.keys()
         assert not missing, f"{len(missing)} of {len(killed_answers)} answered requests have no ledger row"
         assert "rows replayed" in restarted.log(), "nothing was replayed: the kill did not test the journal"
@@ -100,7 +103,8 @@ async def test_sigkill_under_load_loses_no_answered_request(upstream: FaultyUpst
         if restarted is not None:
             restarted.stop()
 
-    rows = Counter(r["request_id"] for r in ledger_rows(tmp_path))
+    rows = ledger_ids(db)
+    db.dispose()
     assert answered <= rows.keys(), f"answered but missing: {sorted(answered - rows.keys())[:5]}"
     twice = {rid: n for rid, n in rows.items() if n > 1}
     assert not twice, f"requests with more than one ledger row: {list(twice.items())[:5]}"

@@ -91,7 +91,7 @@ async def test_sigkill_under_load_loses_no_answered_request(upstream: FaultyUpst
         killed_answers = {r for r in answered if r.startswith("a-")}
         assert killed_answers, "the killed replica answered nothing before the kill"
 
-        restarted = StrataProcess(tmp_path, config(upstream, db_url)).start(ready_timeout=60)  # replays a
+        restarted = StrataProcess(tmp_path, config(upstream, db_url)).start(ready_timeout=60)  # replays a's rows
         rows = ledger_ids(db)
         missing = killed_answers - rows.keys()
         assert not missing, f"{len(missing)} of {len(killed_answers)} answered requests have no ledger row"

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import gc
 import logging
+import os
 from collections.abc import AsyncIterator, Callable
 
 from starlette.applications import Starlette
@@ -22,7 +24,7 @@ from starlette.types import Message, Receive, Scope, Send
 from strata.config.settings import RouteConfig, Settings
 from strata.engines.base import Engine, EngineHealth
 from strata.engines.registry import build_engine
-from strata.errors import InvalidRequest, NotFound, StrataError
+from strata.errors import ConfigError, InvalidRequest, NotFound, StrataError
 from strata.gateway import admin, feedback_api, health, openai_api, policies_admin, routes_admin
 from strata.gateway.http import REQUEST_ID, error_response
 from strata.gateway.monitor import analyse_canaries, monitor_engines, start_engines, sync_policies, watch_costs
@@ -56,12 +58,9 @@ def build_state(settings: Settings) -> AppState:
     auth = Authenticator(keys, admin_secret)
     auth.load()
     metrics = Metrics()
-    jcfg = settings.ledger.journal
-    journal = Journal(settings.data_dir.resolve() / "journal", fsync_interval=jcfg.fsync_interval,
-                      segment_bytes=jcfg.segment_bytes) if jcfg.enabled else None
     ledger = LedgerWriter(db, metrics, flush_interval=settings.ledger.flush_interval,
                           batch_size=settings.ledger.batch_size,
-                          spill_path=settings.data_dir / "ledger-spill.jsonl", journal=journal)
+                          spill_path=settings.data_dir / "ledger-spill.jsonl", journal=_journal(settings))
     health: dict[str, EngineHealth] = {}
     router = Router(routes, engines, health)
     events = EventStore(db, metrics)
@@ -82,6 +81,22 @@ def build_state(settings: Settings) -> AppState:
     state.refresh_scorers()
     state.seen_change = route_changes.version()
     return state
+
+
+def _journal(settings: Settings) -> Journal | None:
+    """The ledger journal (``observe.journal``) in ``<data_dir>/journal``; an unwritable one stops the start."""
+    cfg = settings.ledger.journal
+    if not cfg.enabled:
+        return None
+    directory = settings.data_dir.resolve() / "journal"
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        if not os.access(directory, os.W_OK):
+            raise PermissionError(errno.EACCES, "not writable")
+    except OSError as exc:
+        raise ConfigError(f"ledger journal: cannot write {directory}: {exc.strerror} (or set "
+                          "ledger.journal.enabled: false)") from None
+    return Journal(directory, fsync_interval=cfg.fsync_interval, segment_bytes=cfg.segment_bytes)
 
 
 def _ejected(router: Router, name: str) -> bool:

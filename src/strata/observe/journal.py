@@ -95,7 +95,7 @@ class Journal:
         self._lock_fd = _try_lock(self.directory / f"{self.owner}.lock")
         if self._lock_fd is None:
             raise RuntimeError(f"journal owner {self.owner} is locked by another process")
-        self._rotate()
+        self._reopen(0)  # a full disk: rows still go to the database, and each new row tries again
 
     def _rotate(self, need: int = 0) -> None:
         self._retire()
@@ -285,6 +285,7 @@ def replay_segment(engine: Engine, path: Path) -> int:
 
 
 def _decode(line: bytes, path: Path) -> dict[str, Any] | None:
+    line = line.lstrip(b"\0")  # after a machine crash: a page never written back reads as zeros
     if not line.strip():
         return None
     try:

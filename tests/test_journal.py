@@ -20,17 +20,17 @@ from strata.observe.ledger import LedgerWriter
 from strata.observe.metrics import Metrics
 from strata.store.db import make_engine, open_database
 from strata.store.tables import LedgerRow
-from tests.servers import StrataProcess, openai_route
+from tests.servers import StrataProcess, openai_route, wait_for
 from tests.upstreams import REPLY, FaultyUpstream
 
 HI: list[ChatCompletionMessageParam] = [{"role": "user", "content": "hi"}]
 KILLED = -signal.SIGKILL
 
 
-def config(upstream: FaultyUpstream, db_url: str) -> dict[str, Any]:
+def config(upstream: FaultyUpstream, db_url: str, adopt_interval: float = 600) -> dict[str, Any]:
     # Rows wait up to 2 s in memory before their batch is written: a kill always catches some in the window.
-    return {"routes": [openai_route("ok", upstream.base_url, "ok")], "ledger": {"flush_interval": 2.0},
-            "database": {"url": db_url}}
+    return {"routes": [openai_route("ok", upstream.base_url, "ok")], "database": {"url": db_url},
+            "ledger": {"flush_interval": 2.0, "journal": {"adopt_interval": adopt_interval}}}
 
 
 async def drive(gw: StrataProcess, prefix: str, answered: set[str], stop: asyncio.Event, workers: int = 8) -> None:
@@ -108,6 +108,29 @@ async def test_sigkill_under_load_loses_no_answered_request(upstream: FaultyUpst
     assert answered <= rows.keys(), f"answered but missing: {sorted(answered - rows.keys())[:5]}"
     twice = {rid: n for rid, n in rows.items() if n > 1}
     assert not twice, f"requests with more than one ledger row: {list(twice.items())[:5]}"
+    assert not list((tmp_path / "journal").glob("*.jsonl")), "journal files left after every row was written"
+
+
+async def test_a_running_replica_adopts_the_journal_of_one_that_stays_down(upstream: FaultyUpstream,
+                                                                           tmp_path: Path) -> None:
+    """A replica killed under load and never restarted: the one still running replays its journal."""
+    db_url = f"sqlite:///{tmp_path / 'strata.db'}"
+    a = StrataProcess(tmp_path, config(upstream, db_url, adopt_interval=1)).start(ready_timeout=60)
+    b = StrataProcess(tmp_path, config(upstream, db_url, adopt_interval=1)).start(ready_timeout=60)
+    db = make_engine(db_url)
+    answered: set[str] = set()
+    try:
+        await load_until([(a, "a"), (b, "b")], answered, at_least=300, kill=a)
+        killed_answers = {r for r in answered if r.startswith("a-")}
+        assert killed_answers
+        wait_for(lambda: killed_answers <= ledger_ids(db).keys(), 20, "b to replay a's journal")
+        assert "replayed from dead processes" in b.log()
+    finally:
+        b.stop()
+    rows = ledger_ids(db)
+    db.dispose()
+    assert answered <= rows.keys()
+    assert set(rows.values()) == {1}, "a request with more than one ledger row"
     assert not list((tmp_path / "journal").glob("*.jsonl")), "journal files left after every row was written"
 
 

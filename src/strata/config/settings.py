@@ -267,6 +267,8 @@ class JournalSettings(_Strict):
                                   "crash needs none; a machine crash can take this window)")
     segment_bytes: int = Field(4 * 1024 * 1024, ge=4096, description="Start a new journal file at this size; "
                                "files whose rows are all in the database are deleted")
+    adopt_interval: float = Field(30.0, gt=0, description="Seconds between looks for journals of dead processes "
+                                  "that shared the data dir (a start always replays them)")
 
 
 class LedgerSettings(_Strict):

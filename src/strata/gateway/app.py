@@ -96,7 +96,8 @@ def _journal(settings: Settings) -> Journal | None:
     except OSError as exc:
         raise ConfigError(f"ledger journal: cannot write {directory}: {exc.strerror} (or set "
                           "ledger.journal.enabled: false)") from None
-    return Journal(directory, fsync_interval=cfg.fsync_interval, segment_bytes=cfg.segment_bytes)
+    return Journal(directory, fsync_interval=cfg.fsync_interval, segment_bytes=cfg.segment_bytes,
+                   adopt_interval=cfg.adopt_interval)
 
 
 def _ejected(router: Router, name: str) -> bool:

@@ -17,7 +17,8 @@ Files, in ``<data_dir>/journal/``:
 - ``<owner>.<n>.jsonl``: its segments, append-only; a new one every ``segment_bytes``, deleted once all
   its rows are in the database;
 - ``replay.lock``: held while a starting process opens its journal and replays the segments no live
-  process owns (a replica that crashed), so two replicas sharing a data dir never replay one twice.
+  process owns (a replica that crashed), so two replicas sharing a data dir never replay one twice; a
+  running process also looks for such segments every ``adopt_interval``.
 """
 
 from __future__ import annotations
@@ -66,9 +67,10 @@ class Journal:
     """One process's journal: ``open()``, then ``append()`` per row; ``committed()`` after each DB write."""
 
     def __init__(self, directory: Path, *, fsync_interval: float = 1.0, segment_bytes: int = 4 << 20,
-                 owner: str | None = None, mapped: bool = True) -> None:
+                 adopt_interval: float = 30.0, owner: str | None = None, mapped: bool = True) -> None:
         self.directory = directory
         self.fsync_interval = fsync_interval
+        self.adopt_interval = adopt_interval
         self.segment_bytes = segment_bytes
         self.owner = owner or _owner_name()
         self._lock_fd: int | None = None
@@ -226,9 +228,25 @@ class Journal:
         try:
             fcntl.flock(replay_fd, fcntl.LOCK_EX)  # another replica starting: wait for its replay
             self.open()
-            return sum(self._replay_owner(engine, owner, paths) for owner, paths in self._orphans().items())
+            return self._replay_orphans(engine)
         finally:
             os.close(replay_fd)
+
+    def adopt(self, engine: Engine) -> int:
+        """While running: replay the journals of processes that died since (a replica sharing the data dir
+        that crashed and was not restarted); skipped while another process is replaying. Any thread."""
+        replay_fd = os.open(self.directory / "replay.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            try:
+                fcntl.flock(replay_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return 0
+            return self._replay_orphans(engine)
+        finally:
+            os.close(replay_fd)
+
+    def _replay_orphans(self, engine: Engine) -> int:
+        return sum(self._replay_owner(engine, owner, paths) for owner, paths in self._orphans().items())
 
     def _orphans(self) -> dict[str, list[Path]]:
         by_owner: dict[str, list[Path]] = {}

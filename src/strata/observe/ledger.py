@@ -87,6 +87,7 @@ class LedgerWriter:
                 log.warning("ledger journal fsync failed: %s", exc)
 
     async def _run(self) -> None:
+        adopted = time.monotonic()
         while not self._closing:
             try:
                 await asyncio.wait_for(self._wake.wait(), self.flush_interval)
@@ -94,6 +95,20 @@ class LedgerWriter:
                 pass
             self._wake.clear()
             await self.flush()
+            if self.journal is not None and time.monotonic() - adopted >= self.journal.adopt_interval:
+                adopted = time.monotonic()
+                await self._adopt(self.journal)
+
+    async def _adopt(self, journal: Journal) -> None:
+        """Replay the journals of replicas (sharing this data dir) that died and were not restarted."""
+        try:
+            replayed = await asyncio.to_thread(journal.adopt, self.engine)
+        except Exception as exc:  # a DB error: they stay for the next look
+            log.warning("ledger journal: could not replay the journals of dead processes: %s", exc)
+            return
+        if replayed:
+            self.metrics.ledger_written.inc(replayed)
+            log.warning("ledger journal: %d rows replayed from dead processes' journals", replayed)
 
     async def flush(self) -> bool:
         """Write everything buffered now; on failure the rows go back to the front of the buffer."""

@@ -144,12 +144,13 @@ class LedgerWriter:
                 save_marks(conn, marks, forget)
 
     async def close(self, attempts: int = 5) -> None:
-        """Stop the loop and drain the buffer; spill to disk what the database would not take."""
+        """Stop the loop and drain the buffer; what the database would not take stays in the journal (without
+        one: is spilled to disk)."""
         self._closing = True
         self._wake.set()
         self._wake_sync.set()
         if self._sync_task is not None:
-            await self._sync_task
+            await asyncio.gather(self._sync_task, return_exceptions=True)
         if self._task is not None:
             try:
                 await self._task

@@ -60,8 +60,8 @@ FLAGS = ("tools", "functions", "vision", "audio", "files", "json_schema", "logpr
 def combine(all_caps: Iterable[Capabilities]) -> Capabilities:
     """What every one of several deployments can do (the route's capabilities)."""
     caps = list(all_caps)
-    if not caps:
-        return PERMISSIVE
+    if len(caps) <= 1:  # the common route: one deployment (on every request, so no new object)
+        return caps[0] if caps else PERMISSIVE
     sizes = {c.embedding_size for c in caps if c.embedding_size is not None}
     flags = {name: all(getattr(c, name) for c in caps) for name in FLAGS}
     one_size = next(iter(sizes)) if len(sizes) == 1 else None

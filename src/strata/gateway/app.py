@@ -25,7 +25,7 @@ from strata.config.settings import RouteConfig, Settings
 from strata.engines.base import Engine, EngineHealth
 from strata.engines.registry import build_engine
 from strata.errors import ConfigError, InvalidRequest, NotFound, StrataError
-from strata.gateway import admin, feedback_api, health, openai_api, policies_admin, routes_admin
+from strata.gateway import admin, feedback_api, health, openai_api, openapi, policies_admin, routes_admin
 from strata.gateway.http import REQUEST_ID, error_response
 from strata.gateway.monitor import analyse_canaries, monitor_engines, start_engines, sync_policies, watch_costs
 from strata.gateway.state import AppState
@@ -122,11 +122,12 @@ def create_app(settings: Settings, state: AppState | None = None) -> Starlette:
 
     app = Gateway(
         routes=[*openai_api.routes, *feedback_api.routes, *admin.routes, *routes_admin.routes,
-                *policies_admin.routes, *health.routes],
+                *policies_admin.routes, *health.routes, *openapi.routes],
         lifespan=lifespan,
         exception_handlers={HTTPException: _http_error, StrataError: _strata_error},  # type: ignore[dict-item]
     )
     app.state.strata = state
+    app.state.openapi = openapi.render(app.routes)  # once, from the routes served
     return app
 
 

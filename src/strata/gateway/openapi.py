@@ -1,0 +1,244 @@
+"""``GET /openapi.json``: an OpenAPI 3.1 document of Strata's own HTTP API (inference and admin).
+
+It is built once, when the app is created, from the app's Starlette routes and the pydantic models the
+handlers validate with (``model_json_schema``), so the document cannot drift from what the gateway
+checks; ``tests/test_openapi.py`` asserts every route has an operation here and every operation a route.
+It describes the software, not a deployment (no route names, keys or models), so it is served without
+auth, like OpenAI's own published spec.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from strata.config.settings import BudgetRule, DeploymentConfig, LimitRule, RouteConfig
+from strata.gateway.admin import CreateKey
+from strata.gateway.feedback_api import FeedbackRequest
+from strata.gateway.schemas import ChatRequest, CompletionRequest, EmbeddingRequest
+
+MODELS: list[type[BaseModel]] = [ChatRequest, CompletionRequest, EmbeddingRequest, FeedbackRequest, CreateKey,
+                                 LimitRule, BudgetRule, RouteConfig, DeploymentConfig]
+ERROR_STATUSES = {"400": "Invalid request", "401": "Missing or invalid key", "403": "Not allowed for this key",
+                  "404": "Not found", "413": "Request body too large", "429": "Rate limit or budget exceeded"}
+UPSTREAM_STATUSES = {"502": "The engine failed", "503": "No deployment available", "504": "The engine timed out"}
+
+
+@dataclass(frozen=True)
+class Op:
+    summary: str
+    tag: str
+    auth: str = "admin"  # "admin", "key" (any key) or "none"
+    body: str | None = None  # a model name in MODELS, "partial:<name>", "rollout" or "reason"
+    response: str = "Object"  # a schema in components
+    query: tuple[str, ...] = ()
+    stream: bool = False
+    upstream: bool = False  # may answer 502/503/504 when the engine fails
+    statuses: dict[str, str] = field(default_factory=dict)
+
+
+_ROUTE = "/admin/routes/{route}"
+OPERATIONS: dict[tuple[str, str], Op] = {
+    ("POST", "/v1/chat/completions"): Op("Create a chat completion", "inference", "key", "ChatRequest",
+                                         "ChatCompletion", stream=True, upstream=True),
+    ("POST", "/v1/completions"): Op("Create a text completion", "inference", "key", "CompletionRequest",
+                                    "TextCompletion", stream=True, upstream=True),
+    ("POST", "/v1/embeddings"): Op("Create embeddings", "inference", "key", "EmbeddingRequest", "EmbeddingList",
+                                   upstream=True),
+    ("GET", "/v1/models"): Op("List the routes this key may use", "inference", "key", response="ModelList"),
+    ("GET", "/v1/models/{model}"): Op("Retrieve one route", "inference", "key", response="Model"),
+    ("POST", "/v1/feedback"): Op("Score a request you made, by its X-Request-Id", "inference", "key",
+                                 "FeedbackRequest"),
+    ("POST", "/admin/keys"): Op("Create a key (the secret is shown once)", "keys", body="CreateKey"),
+    ("GET", "/admin/keys"): Op("List keys", "keys", response="List"),
+    ("DELETE", "/admin/keys/{key_id}"): Op("Revoke a key", "keys"),
+    ("GET", "/admin/usage"): Op("Usage report", "usage", query=("by", "since")),
+    ("GET", "/admin/cost"): Op("Cost report", "usage", query=("by", "since")),
+    ("GET", "/admin/engines"): Op("Engine health, breakers and in-flight requests", "engines"),
+    ("GET", "/admin/routes"): Op("List routes", "routes", response="List"),
+    ("GET", _ROUTE): Op("Show a route", "routes"),
+    ("PATCH", _ROUTE): Op("Change route settings (merged one level deep)", "routes", body="partial:RouteConfig"),
+    ("GET", f"{_ROUTE}/changes"): Op("A route's audit trail", "routes", response="List"),
+    ("POST", f"{_ROUTE}/reset"): Op("Reset a route to the config file", "routes"),
+    ("PUT", f"{_ROUTE}/deployments/{{deployment}}"): Op("Add or replace a deployment", "routes",
+                                                        body="DeploymentConfig"),
+    ("DELETE", f"{_ROUTE}/deployments/{{deployment}}"): Op("Remove a deployment", "routes"),
+    ("POST", f"{_ROUTE}/canary"): Op("Start a canary", "rollouts", body="rollout"),
+    ("POST", f"{_ROUTE}/shadow"): Op("Start a shadow deployment", "rollouts", body="rollout"),
+    ("POST", f"{_ROUTE}/promote"): Op("Promote the canary", "rollouts", body="reason"),
+    ("POST", f"{_ROUTE}/rollback"): Op("Roll the canary back", "rollouts", body="reason"),
+    ("GET", f"{_ROUTE}/rollout"): Op("Rollout status and recent events", "rollouts"),
+    ("GET", f"{_ROUTE}/shadow"): Op("Shadow comparison report", "rollouts", query=("since",)),
+    ("GET", "/admin/events"): Op("Recent events (rollouts, breakers, alerts)", "events", query=("kind", "subject"),
+                                 response="List"),
+    **{(m, f"/admin/{kind}{tail}"): op for kind, rule in (("limits", "LimitRule"), ("budgets", "BudgetRule"))
+       for (m, tail), op in {
+           ("GET", ""): Op(f"List {kind}", "policies", response="List"),
+           ("PUT", ""): Op(f"Add or replace a rule in {kind}", "policies", body=rule),
+           ("DELETE", ""): Op(f"Remove a rule from {kind}", "policies",
+                              query=("scope", "subject", *(("period",) if kind == "budgets" else ()))),
+           ("GET", "/changes"): Op(f"The audit trail of {kind}", "policies", response="List"),
+       }.items()},
+    ("GET", "/healthz"): Op("Liveness", "health", "none"),
+    ("GET", "/readyz"): Op("Readiness: every local engine is up", "health", "none",
+                           statuses={"503": "Still starting"}),
+    ("GET", "/metrics"): Op("Prometheus metrics", "health", "none", response="text"),
+    ("GET", "/openapi.json"): Op("This document", "health", "none"),
+}
+_PARAM = re.compile(r"\{(\w+)(?::\w+)?\}")
+_QUERY = {"by": "Group by (team, key, route, model, tag:NAME …)", "since": "A window: 30m, 24h, 7d",
+          "kind": "Event kind", "subject": "Event subject or rule subject", "scope": "Rule scope",
+          "period": "Budget period (day, week, month)"}
+
+
+def operations(routes: Iterable[BaseRoute]) -> list[tuple[str, str]]:
+    """(method, OpenAPI path) of every route the app serves (HEAD, added by Starlette to GET, left out)."""
+    out = []
+    for route in routes:
+        if isinstance(route, Route):
+            for method in sorted((route.methods or {"GET"}) - {"HEAD"}):
+                out.append((method, _PARAM.sub(r"{\1}", route.path)))
+    return out
+
+
+def build(routes: Iterable[BaseRoute]) -> dict[str, Any]:
+    schemas = _components()
+    paths: dict[str, dict[str, Any]] = {}
+    for method, path in operations(routes):
+        op = OPERATIONS.get((method, path)) or Op("Undocumented", "undocumented")
+        paths.setdefault(path, {})[method.lower()] = _operation(method, path, op)
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Strata", "version": _version(),
+                 "description": "OpenAI-compatible inference (/v1) and Strata's admin API (/admin). "
+                                "Errors have OpenAI's shape: {\"error\": {message, type, param, code}}."},
+        "paths": paths,
+        "components": {"schemas": schemas,
+                       "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
+                                                      "description": "A Strata key (sk-strata-…) or the admin key"}}},
+        "security": [{"bearer": []}],
+    }
+
+
+def _operation(method: str, path: str, op: Op) -> dict[str, Any]:
+    out: dict[str, Any] = {"summary": op.summary, "tags": [op.tag],
+                           "operationId": f"{method.lower()}{re.sub(r'[^A-Za-z0-9]+', '_', path)}".rstrip("_")}
+    params = [{"name": n, "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}
+              for n in _PARAM.findall(path)]
+    params += [{"name": n, "in": "query", "required": n in ("scope", "subject") and method == "DELETE",
+                "description": _QUERY[n], "schema": {"type": "string"}} for n in op.query]
+    if params:
+        out["parameters"] = params
+    if op.body:
+        out["requestBody"] = {"required": op.body != "reason",
+                              "content": {"application/json": {"schema": _body_schema(op.body)}}}
+    out["responses"] = _responses(op)
+    if op.auth == "none":
+        out["security"] = []
+    elif op.auth == "admin":
+        out["description"] = "Needs the admin key (or a key created with admin: true)."
+    return out
+
+
+def _body_schema(body: str) -> dict[str, Any]:
+    if body.startswith("partial:"):  # every field optional: merged into the current value
+        return {"type": "object", "description": f"A partial {body[8:]}",
+                "properties": {k: v for k, v in _model_schema(body[8:]).get("properties", {}).items()
+                               if k not in ("name", "deployments")}}
+    if body == "rollout":
+        return {"type": "object", "properties": {
+            "traffic": {"type": "number", "exclusiveMinimum": 0, "maximum": 100},
+            "steps": {"type": "array", "items": {"type": "number", "exclusiveMinimum": 0, "maximum": 100}},
+            "model": {"type": "string"}, "name": {"type": "string"}, "reason": {"type": "string"},
+            "engine": {"type": "object"}, "canary": {"$ref": "#/components/schemas/CanaryConfig"},
+            "price": {"$ref": "#/components/schemas/Price"}}}
+    if body == "reason":
+        return {"type": "object", "properties": {"reason": {"type": "string"}}}
+    return {"$ref": f"#/components/schemas/{body}"}
+
+
+def _responses(op: Op) -> dict[str, Any]:
+    error = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+    if op.response == "text":
+        ok: dict[str, Any] = {"text/plain": {"schema": {"type": "string"}}}
+    else:
+        ok = {"application/json": {"schema": {"$ref": f"#/components/schemas/{op.response}"}}}
+    if op.stream:
+        ok["text/event-stream"] = {"schema": {"type": "string", "description": "Server-sent events, ending in "
+                                              "data: [DONE]"}}
+    out: dict[str, Any] = {"200": {"description": "OK", "content": ok}}
+    statuses = {**({} if op.auth == "none" else ERROR_STATUSES), **(UPSTREAM_STATUSES if op.upstream else {}),
+                **op.statuses}
+    for status, description in statuses.items():
+        out[status] = {"description": description, "content": error}
+    return out
+
+
+def _model_schema(name: str) -> dict[str, Any]:
+    schema: dict[str, Any] = _components()[name]
+    return schema
+
+
+_cache: dict[str, Any] = {}
+
+
+def _components() -> dict[str, Any]:
+    if not _cache:
+        _, top = models_json_schema([(m, "validation") for m in MODELS], ref_template="#/components/schemas/{model}")
+        _cache.update(top.get("$defs", {}))
+        _cache.update(_RESPONSES)
+    return _cache
+
+
+def _obj(object_: str | None = None, **props: Any) -> dict[str, Any]:
+    properties = {"object": {"const": object_}} if object_ else {}
+    return {"type": "object", "properties": {**properties, **props}, "additionalProperties": True}
+
+
+_STR, _INT = {"type": "string"}, {"type": "integer"}
+_ANSWER = {"id": _STR, "created": _INT, "model": _STR, "choices": {"type": "array", "items": {"type": "object"}},
+           "usage": {"type": "object"}}
+_RESPONSES: dict[str, Any] = {
+    "Error": {"type": "object", "required": ["error"], "properties": {"error": {
+        "type": "object", "required": ["message", "type"],
+        "properties": {"message": _STR, "type": _STR, "param": {"type": ["string", "null"]},
+                       "code": {"type": ["string", "null"]}}}}},
+    "Object": {"type": "object"},
+    "List": _obj("list", data={"type": "array", "items": {"type": "object"}}),
+    "ChatCompletion": _obj("chat.completion", **_ANSWER),
+    "TextCompletion": _obj("text_completion", **_ANSWER),
+    "EmbeddingList": _obj("list", model=_STR, usage={"type": "object"}, data={"type": "array", "items": _obj(
+        "embedding", index=_INT, embedding={"oneOf": [{"type": "array", "items": {"type": "number"}}, _STR]})}),
+    "Model": _obj("model", id=_STR, created=_INT, owned_by=_STR),
+    "ModelList": _obj("list", data={"type": "array", "items": {"$ref": "#/components/schemas/Model"}}),
+}
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("strata")
+    except PackageNotFoundError:
+        return "0"
+
+
+def render(routes: Iterable[BaseRoute]) -> bytes:
+    return orjson.dumps(build(routes))
+
+
+async def openapi_json(request: Request) -> Response:
+    doc: bytes = request.app.state.openapi
+    return Response(doc, media_type="application/json")
+
+
+routes = [Route("/openapi.json", openapi_json, methods=["GET"])]

@@ -21,13 +21,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
+from strata.app.loops import LoopRunner
 from strata.config.settings import RouteConfig, Settings
 from strata.engines.base import Engine, EngineHealth
 from strata.engines.registry import build_engine
 from strata.errors import ConfigError, InvalidRequest, NotFound, StrataError
 from strata.gateway import admin, feedback_api, health, openai_api, openapi, policies_admin, routes_admin
 from strata.gateway.http import REQUEST_ID, error_response
-from strata.gateway.monitor import analyse_canaries, monitor_engines, start_engines, sync_policies, watch_costs
+from strata.gateway.monitor import control_loops
 from strata.gateway.state import AppState
 from strata.governance.auth import Authenticator
 from strata.governance.governor import Governor
@@ -111,14 +112,15 @@ async def _not_ready(*args: object) -> None:
 
 def create_app(settings: Settings, state: AppState | None = None) -> Starlette:
     state = state or build_state(settings)
+    loops = LoopRunner(state.metrics)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await _startup(state)
+        await _startup(state, loops)
         try:
             yield
         finally:
-            await _shutdown(state)
+            await _shutdown(state, loops)
 
     app = Gateway(
         routes=[*openai_api.routes, *feedback_api.routes, *admin.routes, *routes_admin.routes,
@@ -127,6 +129,7 @@ def create_app(settings: Settings, state: AppState | None = None) -> Starlette:
         exception_handlers={HTTPException: _http_error, StrataError: _strata_error},  # type: ignore[dict-item]
     )
     app.state.strata = state
+    app.state.loops = loops  # the control-loop runner (``strata.app.loops``)
     app.state.openapi = openapi.render(app.routes)  # once, from the routes served
     return app
 
@@ -171,23 +174,16 @@ def _with_request_id(scope: Scope, send: Send, new_id: Callable[[], str]) -> Sen
     return send_with_id
 
 
-async def _startup(state: AppState) -> None:
+async def _startup(state: AppState, loops: LoopRunner) -> None:
     state.ledger.start()
-    state.tasks = [
-        asyncio.create_task(start_engines(state), name="start-engines"),
-        asyncio.create_task(monitor_engines(state), name="monitor-engines"),
-        asyncio.create_task(state.auth.sync_forever(state.settings.keys.sync_interval), name="key-sync"),
-        asyncio.create_task(analyse_canaries(state), name="canary-analysis"),
-        asyncio.create_task(sync_policies(state), name="policy-sync"),
-        asyncio.create_task(routes_admin.follow(state), name="route-follow"),
-    ]
-    if state.settings.cost_alerts.enabled:
-        state.tasks.append(asyncio.create_task(watch_costs(state), name="cost-alerts"))
+    for loop in control_loops(state):  # engine start, health, key/policy/route sync, canaries, cost alerts
+        loops.start(loop)
     gc.collect()
     gc.freeze()  # startup objects (modules, config, tables) never become garbage: keep them out of GC passes
 
 
-async def _shutdown(state: AppState) -> None:
+async def _shutdown(state: AppState, loops: LoopRunner) -> None:
+    await loops.stop()
     for task in [*state.tasks, *state.background]:
         task.cancel()
     await asyncio.gather(*state.tasks, *state.background, return_exceptions=True)

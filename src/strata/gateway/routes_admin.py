@@ -237,23 +237,20 @@ async def apply_change(state: AppState, actor: str, old: RouteConfig | None, new
 
 
 async def follow(state: AppState) -> None:
-    """Apply route changes recorded by other replicas (sharing the database), every ``keys.sync_interval``."""
-    while True:
-        await asyncio.sleep(state.settings.keys.sync_interval)
-        try:
-            latest = await asyncio.to_thread(state.route_changes.version)
-            if latest == state.seen_change:
-                continue
-            async with state.route_lock:
-                overrides = await asyncio.to_thread(state.route_changes.overrides)
-                for route in apply_overrides(state.settings.routes, overrides):
-                    current = state.router.routes.get(route.name)
-                    if current != route:
-                        await swap(state, current, route)
-                        log.info("route %s: followed a change made through another replica", route.name)
-                state.seen_change = latest
-        except Exception:  # a bad pass (database away, an engine that cannot start) is retried next time
-            log.exception("following route changes failed")
+    """One pass of the route-follow loop (every ``keys.sync_interval``): apply route changes recorded by other
+    replicas sharing the database. A bad pass (database away, an engine that cannot start) raises; the loop
+    runner logs it and the next pass retries."""
+    latest = await asyncio.to_thread(state.route_changes.version)
+    if latest == state.seen_change:
+        return
+    async with state.route_lock:
+        overrides = await asyncio.to_thread(state.route_changes.overrides)
+        for route in apply_overrides(state.settings.routes, overrides):
+            current = state.router.routes.get(route.name)
+            if current != route:
+                await swap(state, current, route)
+                log.info("route %s: followed a change made through another replica", route.name)
+        state.seen_change = latest
 
 
 async def swap(state: AppState, old: RouteConfig | None, new: RouteConfig) -> None:

@@ -75,13 +75,10 @@ class Authenticator:
             log.debug("key cache: %d keys changed", len(changed))
         self._seq = seq
 
-    async def sync_forever(self, interval: float) -> None:
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                await asyncio.to_thread(self.sync)
-            except Exception:  # a DB hiccup must not stop the loop; the next tick retries
-                log.exception("key sync failed")
+    async def refresh(self) -> None:
+        """One pass of the key-sync loop (``gateway.monitor.control_loops``, every ``keys.sync_interval``); a
+        database hiccup fails this pass only (the loop runner logs it, the next pass retries)."""
+        await asyncio.to_thread(self.sync)
 
 
 def _bearer(authorization: str | None) -> str:

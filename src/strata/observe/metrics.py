@@ -18,6 +18,7 @@ from prometheus_client.registry import Collector
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 TOKEN_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 1, 2.5)
+LOOP_STEP_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 1.5, 2, 5, 10, 30, 60)
 
 
 class Metrics:
@@ -82,6 +83,13 @@ class Metrics:
                                  "requests are sent to ejected ones anyway", ["route"], registry=r)
         self.panic_requests = Counter("strata_panic_requests_total", "Requests sent to an ejected deployment "
                                       "because the route had no other", ["route"], registry=r)
+        self.loop_step_seconds = Histogram("strata_loop_step_seconds", "Duration of one step of a control loop "
+                                           "(engine health, canary analysis, policy sync, ...)", ["loop"],
+                                           buckets=LOOP_STEP_BUCKETS, registry=r)
+        self.loop_errors = Counter("strata_loop_errors_total", "Control-loop steps that raised (logged; the loop "
+                                   "goes on at its next interval)", ["loop"], registry=r)
+        self.loop_restarts = Counter("strata_loop_restarts_total", "Control-loop tasks that died and were "
+                                     "restarted", ["loop"], registry=r)
 
     def render(self) -> bytes:
         """The text exposition, without the ``_created`` series prometheus_client adds to counters and

@@ -1,0 +1,1 @@
+"""Composition root: what wires the gateway together and runs it (the control-loop runner)."""

@@ -15,7 +15,6 @@ import asyncio
 import json
 import os
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -23,8 +22,10 @@ from pathlib import Path
 
 import aiohttp
 
+from gateways import STRATA_KEY as KEY
+from gateways import spawn, wait_ready
+
 BENCH = Path(__file__).resolve().parent
-KEY = "sk-bench-admin-0123456789abcdef"
 CONFIG = """\
 routes:
   - name: fixed
@@ -35,24 +36,6 @@ routes:
       - name: fixed-b
         engine: {{type: openai, base_url: "http://127.0.0.1:{b}/v1", model: fixed, connect_timeout: 1}}
 """
-
-
-def spawn(args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
-async def wait_http(url: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    async with aiohttp.ClientSession() as s:
-        while time.monotonic() < deadline:
-            try:
-                async with s.get(url) as r:
-                    if r.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.1)
-    raise TimeoutError(url)
 
 
 async def load(base: str, duration: float, stats: dict[str, int]) -> None:
@@ -89,7 +72,7 @@ async def run(args: argparse.Namespace, tmp: Path) -> dict[str, float | int | No
                     "--port", "18700", "--data-dir", str(tmp / "data")], env={**os.environ, "STRATA_ADMIN_KEY": KEY})
     base = "http://127.0.0.1:18700"
     try:
-        await wait_http(base + "/readyz")
+        await asyncio.to_thread(wait_ready, base + "/readyz", 60, strata)
         stats = {"ok": 0, "failed": 0}
         loader = asyncio.create_task(load(base, args.duration, stats))
         await asyncio.sleep(args.kill_at)

@@ -27,35 +27,12 @@ from typing import Any
 
 import aiohttp
 
+from gateways import STRATA_KEY as KEY
+from gateways import fixed_route, spawn, wait_ready
+
 BENCH = Path(__file__).resolve().parent
-KEY = "sk-bench-admin-0123456789abcdef"
-CONFIG = """\
-routes:
-  - name: fixed
-    deployments:
-      - name: fixed-upstream
-        engine: {{type: openai, base_url: "http://127.0.0.1:{upstream}/v1", model: fixed}}
-ledger: {{journal: {{enabled: {journal}}}}}
-"""
+CONFIG = fixed_route("fixed-upstream", price=False) + "ledger: {{journal: {{enabled: {journal}}}}}\n"
 UPSTREAM, GATEWAY = 18711, 18710
-
-
-def spawn(args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
-async def wait_http(url: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    async with aiohttp.ClientSession() as s:
-        while time.monotonic() < deadline:
-            try:
-                async with s.get(url) as r:
-                    if r.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.1)
-    raise TimeoutError(url)
 
 
 async def load(base: str, answered: set[str]) -> None:
@@ -81,10 +58,10 @@ def start(tmp: Path, data: Path) -> subprocess.Popen[bytes]:
 
 
 async def run(tmp: Path, journal: bool, kill_at: float) -> dict[str, Any]:
-    (tmp / "strata.yaml").write_text(CONFIG.format(upstream=UPSTREAM, journal=str(journal).lower()))
+    (tmp / "strata.yaml").write_text(CONFIG.format(upstream_port=UPSTREAM, journal=str(journal).lower()))
     data, base = tmp / f"data-{journal}", f"http://127.0.0.1:{GATEWAY}"
     gateway = start(tmp, data)
-    await wait_http(base + "/readyz")
+    await asyncio.to_thread(wait_ready, base + "/readyz", 60, gateway)
     answered: set[str] = set()
     loader = asyncio.create_task(load(base, answered))
     await asyncio.sleep(1)
@@ -95,7 +72,7 @@ async def run(tmp: Path, journal: bool, kill_at: float) -> dict[str, Any]:
     gateway.wait(30)
     await loader
     restarted = start(tmp, data)  # replays what the killed one journaled
-    await wait_http(base + "/readyz")
+    await asyncio.to_thread(wait_ready, base + "/readyz", 60, restarted)
     restarted.send_signal(signal.SIGTERM)
     restarted.wait(60)
     with sqlite3.connect(data / "strata.db") as db:
@@ -107,7 +84,7 @@ async def run(tmp: Path, journal: bool, kill_at: float) -> dict[str, Any]:
 async def run_all(kill_at: float, rounds: int) -> list[dict[str, Any]]:
     upstream = spawn([sys.executable, str(BENCH / "fixed_upstream.py"), "--port", str(UPSTREAM)])
     try:
-        await wait_http(f"http://127.0.0.1:{UPSTREAM}/health")
+        await asyncio.to_thread(wait_ready, f"http://127.0.0.1:{UPSTREAM}/health", 60, upstream)
         results = []
         for _ in range(rounds):
             for journal in (True, False):

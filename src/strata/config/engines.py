@@ -1,17 +1,39 @@
-"""Per-engine configuration models; the ``type`` field picks one (a discriminated union)."""
+"""Per-engine configuration models. A deployment's ``engine:`` names its ``type``; the engine registry
+(``strata.engines.registry``: built-ins and ``strata.engines`` plugins) gives the model the rest is
+validated against, so a third-party engine brings its own settings, and its errors name its fields."""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    SerializeAsAny,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    WithJsonSchema,
+    WrapValidator,
+    field_validator,
+)
+from pydantic_core import InitErrorDetails, PydanticCustomError
+
+from strata.engines import registry
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class LlamaCppEngineConfig(_Strict):
+class EngineConfig(_Strict):
+    """The base of engine config models (a plugin's may derive from it): ``type`` names the engine."""
+
+    type: str
+
+
+class LlamaCppEngineConfig(EngineConfig):
     """A local GGUF model served by llama.cpp (xllamacpp) in a supervised worker process."""
 
     type: Literal["llamacpp"]
@@ -47,7 +69,7 @@ class UpstreamCapabilities(_Strict):
     embedding_size: int | None = Field(None, ge=1, description="Native embedding size, if known")
 
 
-class OpenAIEngineConfig(_Strict):
+class OpenAIEngineConfig(EngineConfig):
     """Any OpenAI-compatible HTTP upstream: vLLM, llama-server, Ollama, a hosted API."""
 
     type: Literal["openai"]
@@ -69,7 +91,7 @@ class OpenAIEngineConfig(_Strict):
         return v.rstrip("/")
 
 
-class SentenceTransformersEngineConfig(_Strict):
+class SentenceTransformersEngineConfig(EngineConfig):
     """Local sentence embeddings (CPU by default) in a supervised worker process."""
 
     type: Literal["sentence-transformers"]
@@ -82,7 +104,30 @@ class SentenceTransformersEngineConfig(_Strict):
     startup_timeout: float = Field(120.0, gt=0)
 
 
-EngineConfig = Annotated[
-    LlamaCppEngineConfig | OpenAIEngineConfig | SentenceTransformersEngineConfig,
-    Field(discriminator="type"),
-]
+def _engine(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+    """Validate an ``engine:`` mapping against the config model of the engine type it names."""
+    if isinstance(value, BaseModel):  # built in Python (the default routes), already validated
+        return value
+    if not isinstance(value, dict):
+        raise PydanticCustomError("engine_mapping", "an engine is a mapping with a `type` (one of: {known})",
+                                  {"known": ", ".join(registry.known())})
+    if "type" not in value:
+        raise _at_type("missing", "Field required (one of: {known})", {"known": ", ".join(registry.known())}, value)
+    try:
+        model = registry.config_model(str(value["type"]))
+    except registry.UnknownEngine as exc:
+        raise _at_type("unknown_engine", "{message}", {"message": str(exc)}, value["type"]) from None
+    return model.model_validate(value)
+
+
+def _at_type(kind: str, message: str, ctx: dict[str, Any], value: Any) -> ValidationError:
+    error = InitErrorDetails(type=PydanticCustomError(kind, message, ctx), loc=("type",), input=value)
+    return ValidationError.from_exception_data("engine", [error])
+
+
+ENGINE_SCHEMA = {"type": "object", "required": ["type"], "additionalProperties": True,
+                 "properties": {"type": {"type": "string", "description": "Engine type: llamacpp, openai, "
+                                         "sentence-transformers, or a strata.engines plugin's"}}}
+
+# DeploymentConfig.engine: any registered engine's config (dumped with all of its own fields)
+EngineField = Annotated[SerializeAsAny[EngineConfig], WrapValidator(_engine), WithJsonSchema(ENGINE_SCHEMA)]

@@ -18,7 +18,7 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
-from strata.config.engines import EngineConfig, LlamaCppEngineConfig, SentenceTransformersEngineConfig
+from strata.config.engines import EngineField, LlamaCppEngineConfig, SentenceTransformersEngineConfig
 from strata.errors import ConfigError
 
 
@@ -46,7 +46,7 @@ class DeploymentConfig(_Strict):
     """One way to serve a route: an engine, a model artifact, engine params and a price."""
 
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9._:-]+$")
-    engine: EngineConfig
+    engine: EngineField
     price: Price = Price()
     weight: float = Field(1.0, gt=0, description="Share of traffic among deployments of the same role")
     role: Literal["primary", "canary", "shadow", "fallback"] = Field(

@@ -249,5 +249,5 @@ def upstream_capabilities(cfg: UpstreamCapabilities) -> Capabilities:
                         native_n=cfg.native_n, embedding_size=cfg.embedding_size, dimensions=cfg.dimensions)
 
 
-def openai_engine(name: str, cfg: OpenAIEngineConfig) -> HttpEngine:
+def openai_engine(name: str, cfg: OpenAIEngineConfig, **common: Any) -> HttpEngine:
     return HttpEngine.from_config(name, cfg)

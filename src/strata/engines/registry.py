@@ -1,24 +1,44 @@
-"""Engine types by name -> factory ``"module:attr"``, loaded lazily; third-party engines register
-through the ``strata.engines`` entry-point group with the same factory signature
-``factory(name, engine_config, **common) -> Engine``.
+"""Engine types by name: the built-ins, and third-party engines from the ``strata.engines`` entry-point group.
+
+A built-in is two ``"module:attr"`` targets (its config model, its factory), imported only when a deployment
+of that type is validated or built, so ``import strata`` never pays for llama.cpp or torch. A third-party
+engine is an installed distribution declaring, in its ``pyproject.toml``::
+
+    [project.entry-points."strata.engines"]
+    echo = "strata_echo_engine:ENGINE"
+
+where ``ENGINE`` is an ``EngineSpec`` (or anything with ``config`` and ``build``); its module is imported
+the first time a deployment names that type. Built-in names cannot be taken by a plugin.
 """
 
 from __future__ import annotations
 
 import importlib
-from importlib.metadata import entry_points
-from typing import Any
+import logging
+from functools import cache
+from importlib.metadata import EntryPoint, entry_points
+from typing import TYPE_CHECKING, Any
 
-from strata.config.settings import DeploymentConfig, Settings
-from strata.engines.base import Engine
+from pydantic import BaseModel
+
+from strata.engines.base import Common, Engine, EngineSpec
 from strata.errors import ConfigError
 
-BUILTIN: dict[str, str] = {
-    "openai": "strata.engines.http:openai_engine",
-    "llamacpp": "strata.engines.local:llamacpp_engine",
-    "sentence-transformers": "strata.engines.local:sentence_transformers_engine",
+if TYPE_CHECKING:
+    from strata.config.settings import DeploymentConfig, Settings
+
+GROUP = "strata.engines"
+BUILTIN: dict[str, tuple[str, str]] = {  # type -> (config model, factory)
+    "llamacpp": ("strata.config.engines:LlamaCppEngineConfig", "strata.engines.local:llamacpp_engine"),
+    "openai": ("strata.config.engines:OpenAIEngineConfig", "strata.engines.http:openai_engine"),
+    "sentence-transformers": ("strata.config.engines:SentenceTransformersEngineConfig",
+                              "strata.engines.local:sentence_transformers_engine"),
 }
-LOCAL = {"llamacpp", "sentence-transformers"}
+log = logging.getLogger(__name__)
+
+
+class UnknownEngine(ValueError):
+    """A type no built-in or installed plugin provides, or a plugin that cannot be loaded."""
 
 
 def _load(target: str) -> Any:
@@ -26,24 +46,70 @@ def _load(target: str) -> Any:
     return getattr(importlib.import_module(module), attr)
 
 
-def factory_for(engine_type: str) -> Any:
+@cache
+def plugins() -> dict[str, EntryPoint]:
+    """Installed third-party engine types (read from package metadata once; nothing is imported)."""
+    found: dict[str, EntryPoint] = {}
+    for ep in entry_points(group=GROUP):
+        if ep.name in BUILTIN or ep.name in found:
+            log.warning("engine plugin %s = %s ignored: the type %r is already taken", ep.name, ep.value, ep.name)
+            continue
+        found[ep.name] = ep
+    return found
+
+
+def known() -> list[str]:
+    """Every engine type a deployment may name: the built-ins, then installed plugins."""
+    return [*BUILTIN, *sorted(plugins())]
+
+
+def config_model(engine_type: str) -> type[BaseModel]:
+    """The config model of one engine type (imports a plugin's module, not a built-in's engine)."""
     if engine_type in BUILTIN:
-        return _load(BUILTIN[engine_type])
-    for ep in entry_points(group="strata.engines"):
-        if ep.name == engine_type:
-            return ep.load()
-    raise ConfigError(f"unknown engine type {engine_type!r}")
+        model: type[BaseModel] = _load(BUILTIN[engine_type][0])
+        return model
+    return spec(engine_type).config
+
+
+@cache
+def spec(engine_type: str) -> EngineSpec:
+    """The registered engine type; raises ``UnknownEngine`` naming the known ones."""
+    if engine_type in BUILTIN:
+        config, factory = BUILTIN[engine_type]
+        return EngineSpec(_load(config), _load(factory))
+    ep = plugins().get(engine_type)
+    if ep is None:
+        raise UnknownEngine(f"unknown engine type {engine_type!r} (known: {', '.join(known())}; third-party "
+                            f"engines register in the {GROUP!r} entry-point group)")
+    where = f"engine plugin {engine_type!r} ({ep.value}{_dist(ep)})"
+    try:
+        obj = ep.load()
+    except Exception as exc:  # an import error in someone else's package: say whose
+        raise UnknownEngine(f"{where} failed to load: {type(exc).__name__}: {exc}") from None
+    return _checked(obj, where)
+
+
+def _dist(ep: EntryPoint) -> str:
+    dist = getattr(ep, "dist", None)
+    return f", from {dist.name} {dist.version}" if dist is not None else ""
+
+
+def _checked(obj: Any, where: str) -> EngineSpec:
+    config, build = getattr(obj, "config", None), getattr(obj, "build", None)
+    if not (isinstance(config, type) and issubclass(config, BaseModel)) or not callable(build):
+        raise UnknownEngine(f"{where} is not an engine: it needs `config` (a pydantic model) and `build`")
+    if "type" not in config.model_fields:
+        raise UnknownEngine(f"{where}: its config model {config.__name__} needs a `type` field")
+    return obj if isinstance(obj, EngineSpec) else EngineSpec(config, build)
 
 
 def build_engine(deployment: DeploymentConfig, settings: Settings) -> Engine:
     """Build (not start) the engine of one deployment; raises ConfigError for a missing model or package."""
     cfg = deployment.engine
-    common: dict[str, Any] = {}
-    if cfg.type in LOCAL:
-        common = {
-            "wait_timeout": settings.server.engine_wait_timeout,
-            "supervisor": settings.supervisor,
-            "log_dir": settings.data_dir / "logs",
-        }
-    engine: Engine = factory_for(cfg.type)(deployment.name, cfg, **common)
-    return engine
+    common: Common = {"wait_timeout": settings.server.engine_wait_timeout, "supervisor": settings.supervisor,
+                      "log_dir": settings.data_dir / "logs"}
+    try:
+        engine_spec = spec(cfg.type)
+    except UnknownEngine as exc:
+        raise ConfigError(f"deployment {deployment.name!r}: {exc}") from None
+    return engine_spec.build(deployment.name, cfg, **common)

@@ -28,7 +28,7 @@ class CreateKey(BaseModel):
     name: str = Field(min_length=1, max_length=200)
     team: str = Field("default", min_length=1, max_length=200)
     allowed_routes: list[str] | None = None
-    expires_in_days: float | None = Field(None, gt=0)
+    expires_in_days: float | None = Field(None, gt=0, le=36500)  # beyond, the expiry date overflows
     admin: bool = False
 
 

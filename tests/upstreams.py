@@ -13,13 +13,19 @@ One server, behaviour chosen by the requested ``model``:
 - ``echo``: replies with the JSON of the messages (or prompt) it received (what the gateway sent on)
 - any mode, messages containing ``POISON``: HTTP 500, as llama.cpp answers input it cannot process
 - ``err429``: HTTP 429 (the upstream rate limits); ``err400``: HTTP 400 (it rejects the request)
+- ``slow-first``: sends its headers (SSE) or nothing (JSON), then waits ``first_delay`` seconds (30) before
+  answering; a client that closes the connection meanwhile is counted in ``disconnects``
+- ``malformed``: a 200 in OpenAI's shape whose ``usage`` counts are words (``"prompt_tokens": "seven"``), in the
+  JSON answer and in the stream's first chunk
 
 ``/v1/embeddings`` answers with ``letter_counts`` of each input, so equal texts embed equally and
-different texts differently.
+different texts differently; it counts its requests in ``embed_hits`` and fails with HTTP 500 while
+``embed_mode`` is ``"err500"`` (``"slow"``: answers after 0.3 s).
 
 Several instances stand in for the replicas of one route: each counts the completion requests it
 received (``hits``), and setting ``mode`` to one of the names above makes it behave that way whatever
-model is asked for (flip it back to ``None`` to heal it). ``/v1/models`` always answers.
+model is asked for (flip it back to ``None`` to heal it). ``/v1/models`` always answers, after
+``models_delay`` seconds (0 unless a test makes health probes slow).
 
 It runs in its own thread and event loop so it is independent of the code under test.
 """
@@ -83,6 +89,8 @@ async def _handle(request: web.Request) -> web.StreamResponse:
         await asyncio.sleep(60)
     if model == "slow":
         await asyncio.sleep(0.3)
+    if model == "slow-first" and not body.get("stream") and not await _wait_first(request, upstream):
+        return web.Response()
     if model == "die" and not body.get("stream"):
         assert request.transport is not None
         request.transport.abort()
@@ -95,15 +103,38 @@ async def _handle(request: web.Request) -> web.StreamResponse:
     elif model == "echo":
         content = json.dumps(body.get("messages", body.get("prompt")))
     if not body.get("stream"):
-        return web.json_response(_completion(model, content, chat))
+        answer = _completion(model, content, chat)
+        if model == "malformed":
+            answer["usage"] = MALFORMED_USAGE
+        return web.json_response(answer)
     return await _stream(request, body, model, chat)
+
+
+MALFORMED_USAGE = {"prompt_tokens": "seven", "completion_tokens": "three", "total_tokens": "ten"}
+
+
+async def _wait_first(request: web.Request, upstream: FaultyUpstream) -> bool:
+    """Wait ``first_delay`` seconds; False (and counted) when the client closed the connection meanwhile."""
+    deadline = time.monotonic() + upstream.first_delay
+    while time.monotonic() < deadline:
+        if request.transport is None or request.transport.is_closing():
+            upstream.disconnects += 1
+            return False
+        await asyncio.sleep(0.02)
+    return True
 
 
 async def _stream(request: web.Request, body: dict[str, Any], model: str, chat: bool) -> web.StreamResponse:
     resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
     await resp.prepare(request)
+    if model == "slow-first" and not await _wait_first(request, request.app[UPSTREAM]):
+        return resp
     words = ["Hello", " from", " the", " fixed", " upstream."]
     for i, word in enumerate(words):
+        if model == "malformed" and i == 0:
+            obj = json.loads(_chunk(model, word, chat)[6:])
+            await resp.write(b"data: " + json.dumps({**obj, "usage": MALFORMED_USAGE}).encode() + b"\n\n")
+            continue
         await resp.write(_chunk(model, word, chat))
         if model == "stall-stream":
             await asyncio.sleep(60)
@@ -127,11 +158,18 @@ def letter_counts(text: str) -> list[float]:
 
 
 async def _models(request: web.Request) -> web.Response:
+    await asyncio.sleep(request.app[UPSTREAM].models_delay)
     return web.json_response({"object": "list", "data": [{"id": "ok", "object": "model"}]})
 
 
 async def _embeddings(request: web.Request) -> web.Response:
+    upstream = request.app[UPSTREAM]
+    upstream.embed_hits += 1
     body = await request.json()
+    if upstream.embed_mode == "err500":
+        return web.json_response({"error": {"message": "embeddings exploded", "type": "server_error"}}, status=500)
+    if upstream.embed_mode == "slow":
+        await asyncio.sleep(0.3)
     inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
     data = [{"object": "embedding", "index": i, "embedding": letter_counts(text)} for i, text in enumerate(inputs)]
     return web.json_response({"object": "list", "data": data, "model": body["model"],
@@ -156,7 +194,12 @@ class FaultyUpstream:
         self.name = name or f"upstream-{self.port}"
         self.base_url = f"http://127.0.0.1:{self.port}/v1"
         self.mode: str | None = None
+        self.models_delay = 0.0
         self.hits = 0
+        self.embed_mode: str | None = None
+        self.embed_hits = 0
+        self.first_delay = 30.0  # slow-first: seconds before the first byte of the answer
+        self.disconnects = 0  # slow-first: clients that closed the connection before it
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._runner: web.AppRunner | None = None

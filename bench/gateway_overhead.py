@@ -1,12 +1,14 @@
-"""Gateway overhead benchmark: Strata vs LiteLLM proxy over the same fixed upstream.
+"""Gateway overhead benchmark: Strata vs the LiteLLM proxy and Portkey's gateway over the same fixed upstream.
 
 Why: a gateway's cost is the latency and throughput it adds on top of the model
 server. This starts bench/fixed_upstream.py (a reply-from-memory server that is
-never the bottleneck), loads it directly with wrk, then through Strata and through
-the LiteLLM proxy, and reports RPS, p50, p99 and gateway RSS at concurrency 1 and 16.
+never the bottleneck), loads it directly with wrk, then through Strata, through
+the LiteLLM proxy and through Portkey's open-source gateway, and reports RPS,
+p50, p99 and gateway RSS at concurrency 1 and 16.
 
     python bench/gateway_overhead.py --json-out bench/results.json
-    python bench/gateway_overhead.py --skip-litellm --duration 5
+    python bench/gateway_overhead.py --skip-litellm --skip-portkey --duration 5
+    python bench/gateway_overhead.py --targets strata --duration 2   # Strata, LiteLLM and Portkey, quickly
     python bench/gateway_overhead.py --strata-cmd "strata up --config {config} --port {port} ..."
     python bench/gateway_overhead.py --skip-litellm --targets strata,strata-nojournal --rounds 3
 
@@ -15,7 +17,9 @@ order every other round, and the summary averages the rounds (on a shared machin
 side by side like this).
 
 --strata-cmd placeholders: {config} {host} {port} {data_dir} {upstream_port}.
-LiteLLM comes from bench/.venv-litellm (create it with bench/setup_litellm.sh).
+LiteLLM comes from bench/.venv-litellm (create it with bench/setup_litellm.sh), Portkey from
+bench/.portkey (bench/setup_portkey.sh; needs node); --skip-litellm / --skip-portkey leave one out. The
+peers run once, after the Strata rounds.
 Needs wrk on PATH (apt-get install -y wrk). Stdlib only.
 """
 
@@ -47,6 +51,8 @@ from gateways import (
     fixed_upstream,
     litellm_target,
     litellm_version,
+    portkey_target,
+    portkey_version,
     strata_target,
 )
 from overhead_load import LEVELS, WARMUP_S, Row, measure, measure_together
@@ -68,6 +74,11 @@ def bench_together(args: argparse.Namespace, tmp: Path, up_port: int, names: lis
 
 def bench_litellm(args: argparse.Namespace, tmp: Path, up_port: int) -> list[Row]:
     with litellm_target(tmp, up_port) as target:
+        return measure(target, args.duration)
+
+
+def bench_portkey(args: argparse.Namespace, tmp: Path, up_port: int) -> list[Row]:
+    with portkey_target(tmp, up_port) as target:
         return measure(target, args.duration)
 
 
@@ -104,6 +115,9 @@ def summarize(rows: list[Row]) -> dict[str, float | None]:
         out[f"{gw}_added_p50_ms_c1"] = round(added, 3) if added is not None else None
     s16, l16 = metric(rows, "strata", 16, "rps"), metric(rows, "litellm", 16, "rps")
     out["rps_ratio_strata_over_litellm_c16"] = round(s16 / l16, 2) if s16 and l16 else None
+    p16 = metric(rows, "portkey", 16, "rps")
+    out["rps_ratio_strata_over_portkey_c16"] = round(s16 / p16, 2) if s16 and p16 else None
+    out["rps_ratio_portkey_over_litellm_c16"] = round(p16 / l16, 2) if p16 and l16 else None
     s2 = metric(rows, "strata-2dep", 16, "rps")
     out["rps_ratio_strata_2dep_over_litellm_c16"] = round(s2 / l16, 2) if s2 and l16 else None
     for gw in EXTRA_TARGETS:
@@ -152,6 +166,8 @@ def markdown(rows: list[Row], summary: dict[str, float | None]) -> str:
         lines.append(f"- added p50 at c=1, {gw}: {fmt(summary.get(f'{gw}_added_p50_ms_c1'), '.3f')} ms")
     ratio = summary["rps_ratio_strata_over_litellm_c16"]
     lines.append(f"- RPS ratio Strata/LiteLLM at c=16: {fmt(ratio, '.2f')}")
+    lines.append(f"- RPS ratio Strata/Portkey at c=16: {fmt(summary['rps_ratio_strata_over_portkey_c16'], '.2f')}"
+                 f" (Portkey/LiteLLM: {fmt(summary['rps_ratio_portkey_over_litellm_c16'], '.2f')})")
     ratio2 = summary["rps_ratio_strata_2dep_over_litellm_c16"]
     lines.append(f"- RPS ratio Strata (2 deployments, balancer on)/LiteLLM at c=16: {fmt(ratio2, '.2f')}")
     for gw in EXTRA_TARGETS:
@@ -182,6 +198,7 @@ def metadata(args: argparse.Namespace) -> dict[str, Any]:
         "python": platform.python_version(),
         "wrk": (wrk.stdout + wrk.stderr).strip().splitlines()[0] if (wrk.stdout + wrk.stderr) else None,
         "litellm": None if args.skip_litellm else litellm_version(),
+        "portkey": None if args.skip_portkey else portkey_version(),
     }
 
 
@@ -193,6 +210,7 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--duration", type=int, default=10, help="seconds per measured wrk run (default 10)")
     ap.add_argument("--json-out", type=Path, help="write results JSON here")
     ap.add_argument("--skip-litellm", action="store_true")
+    ap.add_argument("--skip-portkey", action="store_true")
     ap.add_argument("--skip-strata", action="store_true", help="measure only direct (and LiteLLM)")
     ap.add_argument("--skip-governance", action="store_true",
                     help="skip the limits/budgets (memory, Redis) and exact-cache targets")
@@ -227,6 +245,8 @@ def run_all(args: argparse.Namespace, tmp: Path) -> list[Row]:
                     rows += [replace(r, round=k) for r in measured]
         if not args.skip_litellm:
             rows += run_target("litellm", bench_litellm, args, tmp, up_port)
+        if not args.skip_portkey:
+            rows += run_target("portkey", bench_portkey, args, tmp, up_port)
     return rows
 
 

@@ -1,5 +1,5 @@
-"""The processes the benchmarks start (not a benchmark itself): the fixed upstream, Strata and LiteLLM in
-front of it, their configs, waiting until they answer, and stopping them with everything they forked.
+"""The processes the benchmarks start (not a benchmark itself): the fixed upstream, Strata, LiteLLM and
+Portkey in front of it, their configs, waiting until they answer, and stopping them with everything they forked.
 
 Why one module: bench/gateway_overhead.py, bench/ledger_crash.py and bench/failover.py all start the same
 kinds of processes, and a fix to how one is started or awaited belongs to all of them. Stdlib only.
@@ -22,7 +22,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
@@ -30,6 +30,12 @@ HOST = "127.0.0.1"
 STRATA_KEY = "sk-bench-admin-0123456789abcdef"
 LITELLM_KEY = "sk-litellm-bench-0123456789abcdef"
 LITELLM_VENV = BENCH / ".venv-litellm"
+PORTKEY_DIR = BENCH / ".portkey"  # bench/setup_portkey.sh: npm @portkey-ai/gateway, its own folder
+PORTKEY_PKG = PORTKEY_DIR / "node_modules" / "@portkey-ai" / "gateway"
+# Node's JIT tiers Portkey's request path up over its first requests: on the 2-core machine its CPU per
+# request fell from ~6 ms to ~2 ms over the first ~2,000 and then held, so it serves this many before the
+# first measured level (the Python gateways have no such curve: their 2 s warm-up per level is enough).
+PORTKEY_WARMUP_REQUESTS = 4000
 CHAT_PATH = "/v1/chat/completions"
 EXPECTED_TEXT = "Hello from the fixed upstream."
 
@@ -73,7 +79,8 @@ GOVERNANCE_TARGETS = {"strata-limits": STRATA_CONFIG_LIMITS, "strata-limits-redi
                       "strata-cache": STRATA_CONFIG_CACHE}
 EXTRA_TARGETS = {**GOVERNANCE_TARGETS, "strata-nojournal": STRATA_CONFIG_NOJOURNAL}
 STRATA_TARGETS = {"strata": STRATA_CONFIG, "strata-2dep": STRATA_CONFIG_TWO, **EXTRA_TARGETS}
-GATEWAYS = (*STRATA_TARGETS, "litellm")
+PEERS = ("litellm", "portkey")  # the other gateways, each installed apart from Strata (bench/setup_*.sh)
+GATEWAYS = (*STRATA_TARGETS, *PEERS)
 
 LITELLM_CONFIG = """\
 model_list:
@@ -100,6 +107,8 @@ class Target:
     base_url: str
     key: str
     proc: subprocess.Popen[bytes] | None = None
+    headers: dict[str, str] = field(default_factory=dict)  # sent on every request besides the bearer key
+    warmup_requests: int = 0  # serve at least this many before measuring (a JIT-compiled gateway), 0: none
 
 
 # ---------------------------------------------------------------- processes
@@ -175,7 +184,7 @@ def check_chat(target: Target) -> None:
     req = urllib.request.Request(
         target.base_url + CHAT_PATH,
         data=body,
-        headers={"Content-Type": "application/json", "Authorization": f"Bearer {target.key}"},
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {target.key}", **target.headers},
     )
     try:
         with urllib.request.urlopen(req, timeout=30) as resp:
@@ -273,3 +282,36 @@ def litellm_version() -> str | None:
     code = "import importlib.metadata as m; print(m.version('litellm'))"
     out = subprocess.run([str(py), "-c", code], capture_output=True, text=True, timeout=60, check=False)
     return out.stdout.strip() or None
+
+
+@contextmanager
+def portkey_target(tmp: Path, up_port: int) -> Iterator[Target]:
+    """Portkey's open-source gateway (Node.js, from bench/.portkey, one process) on the upstream, ready and
+    checked. It has no config file: each request names its provider and upstream in headers, so wrk sends
+    ``x-portkey-provider: openai`` and ``x-portkey-custom-host`` (the upstream's /v1) on every request, and the
+    bearer key goes through to the upstream as the provider's key. Its open-source build has no gateway keys
+    of its own (nothing to authenticate), no usage store and no metrics unless configured."""
+    entry = PORTKEY_PKG / "build" / "start-server.js"
+    node = shutil.which("node")
+    if not entry.exists() or node is None:
+        raise RuntimeError(f"{entry} or node missing; run bench/setup_portkey.sh")
+    port, log = free_port(), tmp / "portkey.log"
+    # production + --headless: no web console and its log stream, as a deployment would run it.
+    env = {**os.environ, "NODE_ENV": "production"}
+    env.pop("PORT", None)  # --port wins anyway; keep the environment from suggesting otherwise
+    cmd = [node, str(entry), f"--port={port}", "--headless"]
+    with spawned(cmd, log, env=env, cwd=tmp) as proc:
+        headers = {"x-portkey-provider": "openai", "x-portkey-custom-host": f"http://{HOST}:{up_port}/v1"}
+        target = Target("portkey", f"http://{HOST}:{port}", "x", proc, headers, PORTKEY_WARMUP_REQUESTS)
+        wait_ready(f"{target.base_url}/", 60, proc, log)
+        check_chat(target)
+        yield target
+
+
+def portkey_version() -> str | None:
+    try:
+        manifest = json.loads((PORTKEY_PKG / "package.json").read_text())
+    except (OSError, ValueError):
+        return None
+    node = subprocess.run(["node", "--version"], capture_output=True, text=True, timeout=30, check=False)
+    return f"{manifest.get('version')} (node {node.stdout.strip() or '?'})"

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,7 @@ from gateways import BENCH, CHAT_PATH, Target
 
 LEVELS = ((1, 1), (2, 16))  # (wrk threads, connections)
 WARMUP_S = 2
+WARMUP_CAP_S = 120  # Target.warmup_requests: stop warming up after this long even if fewer were served
 
 
 @dataclass
@@ -91,6 +93,7 @@ def run_wrk(target: Target, threads: int, conns: int, duration_s: int) -> dict[s
     cmd = [
         "wrk", f"-t{threads}", f"-c{conns}", f"-d{duration_s}s", "--timeout", "10s",
         "-s", str(BENCH / "wrk_post.lua"), target.base_url + CHAT_PATH, "--", "fixed", target.key,
+        *(f"{name}: {value}" for name, value in target.headers.items()),
     ]  # fmt: skip
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration_s + 30, check=False)
     for line in out.stdout.splitlines():
@@ -99,7 +102,20 @@ def run_wrk(target: Target, threads: int, conns: int, duration_s: int) -> dict[s
     raise RuntimeError(f"wrk gave no result (rc={out.returncode}): {out.stderr.strip()[:300]}")
 
 
+def warm_up(target: Target) -> int:
+    """Load target at the top level until it has served ``target.warmup_requests`` (or WARMUP_CAP_S
+    passed); returns how many it served."""
+    served, deadline = 0, time.monotonic() + WARMUP_CAP_S
+    threads, conns = LEVELS[-1]
+    while served < target.warmup_requests and time.monotonic() < deadline:
+        served += int(run_wrk(target, threads, conns, WARMUP_S)["requests"])
+    if target.warmup_requests:
+        print(f"  {target.name}: warmed up with {served} requests", flush=True)
+    return served
+
+
 def measure(target: Target, duration_s: int) -> list[Row]:
+    warm_up(target)
     rows = []
     for threads, conns in LEVELS:
         run_wrk(target, threads, conns, WARMUP_S)

@@ -6,6 +6,8 @@
 -- Model and bearer key come from script args (after "--") or the environment:
 --   wrk -t1 -c1 -d10s -s bench/wrk_post.lua http://127.0.0.1:8000/v1/chat/completions -- MODEL KEY
 --   WRK_MODEL=fixed WRK_KEY=sk-... wrk ... -s bench/wrk_post.lua URL
+-- Further args are extra request headers, "Name: value" each (a gateway that routes by headers, Portkey):
+--   wrk ... -s bench/wrk_post.lua URL -- fixed x "x-portkey-provider: openai"
 -- done() prints one line: "WRK_JSON {...}" with rps, p50_ms, p99_ms, requests,
 -- duration_s and error counts (status = non-2xx/3xx responses).
 
@@ -18,6 +20,11 @@ function init(args)
     wrk.method = "POST"
     wrk.headers["Content-Type"] = "application/json"
     wrk.headers["Authorization"] = "Bearer " .. key
+    for i = 3, #args do
+        local name, value = string.match(args[i], "^([^:]+):%s*(.*)$")
+        if name == nil then error("header arg is not 'Name: value': " .. args[i]) end
+        wrk.headers[name] = value
+    end
     wrk.body = '{"model":"' .. model .. '","messages":[{"role":"user","content":"Say hello."}],'
         .. '"max_tokens":16}'
 end

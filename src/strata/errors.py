@@ -4,6 +4,7 @@ Every error a client can see derives from :class:`StrataError`, knows its HTTP s
 OpenAI error ``type``, and renders as OpenAI's error object::
 
     StrataError (500, api_error)
+    ├── InternalError (500, server_error)  any other exception, as the client sees it
     ├── ConfigError                  bad configuration; stops startup (CLI prints one line)
     ├── InvalidRequest (400)         malformed or invalid input; ``param`` names the field
     ├── AuthenticationFailed (401)   missing, unknown, revoked or expired key
@@ -46,6 +47,13 @@ class StrataError(Exception):
 
     def to_json(self) -> bytes:
         return orjson.dumps(self.to_dict())
+
+
+class InternalError(StrataError):
+    """An exception that is not a ``StrataError`` (a bug, or an answer Strata's own code cannot handle)."""
+
+    type = "server_error"
+    code = "internal_error"
 
 
 class ConfigError(StrataError):

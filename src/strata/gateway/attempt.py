@@ -14,9 +14,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from strata.errors import RateLimited, StrataError, UpstreamError, UpstreamTimeout
+from strata.errors import InternalError, InvalidRequest, RateLimited, StrataError, UpstreamError, UpstreamTimeout
 from strata.gateway.context import CallRecord, estimate_prompt_tokens
-from strata.gateway.pipeline import check_context
 from strata.gateway.state import AppState
 from strata.routing.router import Attempts, Target
 
@@ -31,6 +30,7 @@ class ClientGone(StrataError):
 
 
 CANCELLED = ClientGone("The request was cancelled.")
+INTERNAL = InternalError("Internal error in the gateway.")
 
 
 def retryable(exc: StrataError) -> bool:
@@ -82,12 +82,31 @@ async def call_engine(state: AppState, call: CallRecord, req: Any, body: dict[st
                     break
                 delay *= 2
                 continue
+            except Exception:  # a bug, or an answer Strata's own code cannot handle: the attempt still ends
+                end(state, call, target, started, INTERNAL)
+                raise
             served = True
             return target, result
         raise last or attempts.unavailable()
     finally:
         if failed:
             judge(state, call, failed, served)
+
+
+def check_context(req: Any, target: Target) -> None:
+    limit = getattr(req, "output_limit", None)
+    window = target.engine.context_length
+    if limit is not None and window is not None and limit > window:
+        field = "max_completion_tokens" if getattr(req, "max_completion_tokens", None) else "max_tokens"
+        raise InvalidRequest(
+            f"{field} is too large: {limit}. This model's maximum context length is {window} tokens.",
+            param=field, code="context_length_exceeded")
+
+
+async def timed(aw: Awaitable[T]) -> tuple[T, float]:
+    """The result of ``aw`` and when it started (for the attempt's ``end``)."""
+    started = time.perf_counter()
+    return await aw, started
 
 
 def end_stream(state: AppState, call: CallRecord, target: Target, started: float, exc: StrataError | None) -> None:

@@ -74,6 +74,7 @@ class CallRecord:
     saved: float | None = None  # a cache hit: what the answer cost when it was made
     cached_tokens: int | None = None  # prompt tokens the engine reused from its prompt cache
     semantic: Any = None  # semantic cache miss: (context key, vector, question) to store the answer under
+    watch: Any = None  # http.Disconnect: cancels the request when its client leaves (from its body on)
 
     @property
     def answer_text(self) -> str | None:

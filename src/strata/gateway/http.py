@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from typing import Any
 
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from strata.errors import InvalidRequest, PayloadTooLarge, StrataError
 
@@ -70,6 +72,49 @@ def error_response(exc: StrataError, request_id: str | None = None) -> Response:
     if exc.retry_after is not None:
         headers["retry-after"] = str(max(1, round(exc.retry_after)))
     return Response(exc.to_json(), exc.status, headers, "application/json")
+
+
+class Disconnect:
+    """Cancels the task serving a request when its client disconnects (``http.disconnect``).
+
+    Like vLLM's ``with_cancellation``, but the handler keeps running in its own task: one listener task per
+    request, started once the body is read (it then owns ``receive``). The ``CancelledError`` lands where the
+    handler waits (an engine call, the first chunk, a send), so every ``finally`` on the way runs; ``stop``
+    ends the watch and, when the client had left, takes the cancellation back so the handler can finish.
+    """
+
+    __slots__ = ("gone", "_task", "_listener")
+
+    def __init__(self, receive: Receive) -> None:
+        self.gone = False
+        self._task = asyncio.current_task()
+        self._listener: asyncio.Task[None] | None = asyncio.get_running_loop().create_task(self._listen(receive))
+
+    async def _listen(self, receive: Receive) -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        self.gone = True
+        if self._task is not None:
+            self._task.cancel()
+
+    def stop(self) -> bool:
+        """Stop watching (idempotent); True when the client has left."""
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.cancel()
+            if self.gone and self._task is not None:
+                self._task.uncancel()
+        return self.gone
+
+
+class Gone(Response):
+    """The answer to a client that has left: nothing to send."""
+
+    def __init__(self) -> None:
+        super().__init__(status_code=499)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        return None
 
 
 def sse_event(obj: Any) -> bytes:

@@ -12,14 +12,15 @@ import anyio
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from strata.config.settings import RouteConfig
 from strata.engines.base import Kind
-from strata.errors import NotFound, StrataError
-from strata.gateway.attempt import ClientGone, call_engine, end, end_stream
+from strata.errors import InternalError, NotFound, StrataError
+from strata.gateway.attempt import ClientGone, call_engine, end, end_stream, timed
 from strata.gateway.cache import Entry, ExactCache, assembled, replay, share, shared_get
 from strata.gateway.context import CallRecord, estimate_prompt_tokens
-from strata.gateway.http import SSE_DONE, error_response, json_response, request_id_of, sse_event
+from strata.gateway.http import SSE_DONE, Gone, error_response, json_response, request_id_of, sse_event
 from strata.gateway.pipeline import account, admit
 from strata.gateway.schemas import ChatRequest, CompletionRequest, EmbeddingRequest, openai_shaped
 from strata.gateway.semantic import SemanticCache, split, unit
@@ -64,22 +65,42 @@ async def _generation(request: Request, kind: Kind, schema: type) -> Response:
             body["stream_options"] = {"include_usage": True}
             target, (chunks, first, started) = await call_engine(
                 state, call, req, body, attempts, lambda t: _first_chunk(t, kind, body))
-            streaming = True
-            return StreamingResponse(_relay(state, call, target, chunks, first, want_usage, started, shadow),
-                                     media_type="text/event-stream",
-                                     headers={"x-request-id": call.request_id, "cache-control": "no-cache",
-                                              **(call.headers or {})})
+            streaming = True  # from here on, the relay releases what the request holds
+            relay = Relay(state, call, target, chunks, first, want_usage, started, shadow)
+            return RelayResponse(relay, {"x-request-id": call.request_id, "cache-control": "no-cache",
+                                         **(call.headers or {})})
         target, response = await _answer(state, call, req, body, attempts, lambda t: t.engine.generate(kind, body))
         return response
     except StrataError as exc:
         call.fail(exc)
         return error_response(exc, call.request_id)
     except asyncio.CancelledError:
-        call.status, call.error_type = 499, "client_disconnected"
-        raise
+        return _cancelled(call)
+    except Exception as exc:
+        return _internal_error(call, exc)
     finally:
         if not streaming:
+            if call.watch is not None:
+                call.watch.stop()
             _done(state, call, target, shadow)
+
+
+def _cancelled(call: CallRecord) -> Response:
+    """The client left (the request's ``Disconnect`` cancelled it): nothing to answer. Any other
+    cancellation (the server stopping, an in-process caller giving up) goes on."""
+    call.status, call.error_type = 499, "client_disconnected"
+    if call.watch is None or not call.watch.stop():
+        raise  # noqa: PLE0704 (the CancelledError being handled by the caller)
+    return Gone()
+
+
+def _internal_error(call: CallRecord, exc: Exception) -> Response:
+    """Any exception that is not a ``StrataError``: logged with its traceback, an OpenAI-shaped 500 for the
+    client, and the same status in the ledger row."""
+    log.error("request %s: unhandled error", call.request_id, exc_info=exc)
+    err = InternalError("Internal error in the gateway.")
+    call.fail(err)
+    return error_response(err, call.request_id)
 
 
 def _done(state: AppState, call: CallRecord, target: Target | None,
@@ -134,7 +155,7 @@ async def _semantic_lookup(state: AppState, call: CallRecord, route: RouteConfig
     space = call.principal.team if cfg.namespace == "team" else call.principal.key_id if cfg.namespace == "key" else ""
     key = SemanticCache.context_key(route.name, cfg.namespace, space, call.endpoint, context)
     try:
-        vector = unit((await embed([text]))[0])
+        vector = unit((await embed([text], call))[0])
     except Exception as exc:  # no embeddings right now: exact caching only
         log.warning("semantic cache of %s: embeddings unavailable: %s", route.name, exc)
         return None
@@ -169,7 +190,7 @@ def _from_cache(state: AppState, call: CallRecord, kind: Kind, req: Any, entry: 
 async def _answer(state: AppState, call: CallRecord, req: Any, body: dict[str, Any], attempts: Attempts,
                   make: Callable[[Target], Awaitable[dict[str, Any]]]) -> tuple[Target, Response]:
     """A JSON (non-streaming) answer: call the engine with retries and fallbacks, account usage, respond."""
-    target, (result, started) = await call_engine(state, call, req, body, attempts, lambda t: _timed(make(t)))
+    target, (result, started) = await call_engine(state, call, req, body, attempts, lambda t: timed(make(t)))
     end(state, call, target, started)
     if (engine_ms := openai_shaped(result, call.endpoint)) is not None:
         _engine_time(call, engine_ms)
@@ -189,11 +210,6 @@ def _engine_time(call: CallRecord, ms: float) -> None:
         call.attempts[-1]["engine_ms"] = ms
 
 
-async def _timed(aw: Awaitable[T]) -> tuple[T, float]:
-    started = time.perf_counter()
-    return await aw, started
-
-
 async def _first_chunk(target: Target, kind: Kind, body: dict[str, Any]) -> tuple[Any, Any, float]:
     """Open the stream and wait for its first chunk, so an engine that fails early can be retried."""
     started = time.perf_counter()
@@ -201,74 +217,126 @@ async def _first_chunk(target: Target, kind: Kind, body: dict[str, Any]) -> tupl
     return chunks, await anext(chunks, None), started
 
 
-async def _relay(state: AppState, call: CallRecord, target: Target, chunks: AsyncIterator[dict[str, Any]],
-                 chunk: dict[str, Any] | None, want_usage: bool, started: float,
-                 shadow: tuple[Deployment, dict[str, Any]] | None) -> AsyncIterator[bytes]:
-    itl = state.metrics.itl.labels(call.route, call.deployment)
-    outcome: StrataError | None = DISCONNECTED
-    closed = False
-    engine_ms: float | None = None  # the engine's own time, from its last chunk (llama.cpp's timings)
+class Relay:
+    """One stream from the engine to the client. ``close`` releases everything the request holds (the
+    attempt's in-flight count and breaker outcome, the request's in-flight gauge and budget hold, the
+    upstream stream) exactly once, wherever the stream ends: done, failed, or cut by the client, even
+    before its first chunk (see ``RelayResponse``)."""
 
-    async def close() -> None:  # before the last event: the ledger row is journaled before the client has it all
-        nonlocal closed
-        if not closed:
-            closed = True
-            end_stream(state, call, target, started, outcome)
-            if engine_ms is not None:
-                _engine_time(call, engine_ms)
-            with anyio.CancelScope(shield=True):
-                await chunks.aclose()  # type: ignore[attr-defined]
-            call.settle_stream_usage()
-            _done(state, call, target, shadow)
+    __slots__ = ("state", "call", "target", "chunks", "first", "want_usage", "started", "shadow", "outcome",
+                 "closed", "engine_ms")
 
-    try:
-        while chunk is not None:
-            engine_ms = openai_shaped(chunk, call.endpoint, chunk=True) or engine_ms
-            usage = chunk.get("usage")
-            if usage:
-                call.take_usage(usage)
-            choices = chunk.get("choices")
-            if choices:
-                if choices[0].get("finish_reason"):
-                    call.finish = choices[0]["finish_reason"]
-                if _has_token(choices[0]):
-                    call.chunks += 1
-                    now = time.perf_counter()
-                    if call.first_token is None:
-                        call.first_token = now
-                        state.metrics.ttft.labels(call.route, call.deployment).observe(now - call.started)
-                    else:
-                        itl.observe(now - (call.last_token or now))
-                    call.last_token = now
-                    if call.answer is not None:
-                        call.answer.append(_token_text(choices[0]))
-                chunk["model"] = call.route
-                if not want_usage and usage:
-                    chunk.pop("usage", None)
-                yield sse_event(chunk)
-            elif want_usage and usage:
-                chunk["model"] = call.route
-                yield sse_event(chunk)
-            chunk = await anext(chunks, None)
-        outcome = None
-        if call.cache_key is not None and call.answer is not None:
-            call.cached = assembled(call.endpoint, call.request_id, call.route or "", "".join(call.answer),
-                                    call.finish, {"prompt_tokens": call.prompt_tokens,
-                                                  "completion_tokens": call.completion_tokens,
-                                                  "total_tokens": call.prompt_tokens + call.completion_tokens})
-        await close()
-        yield SSE_DONE
-    except StrataError as exc:  # after the first byte: never retried, the stream ends with an error event
-        call.fail(exc)
-        outcome = exc
-        await close()
-        yield sse_event(exc.to_dict())
-    except BaseException:
-        if outcome is DISCONNECTED:
+    def __init__(self, state: AppState, call: CallRecord, target: Target, chunks: AsyncIterator[dict[str, Any]],
+                 first: dict[str, Any] | None, want_usage: bool, started: float,
+                 shadow: tuple[Deployment, dict[str, Any]] | None) -> None:
+        self.state, self.call, self.target, self.chunks, self.first = state, call, target, chunks, first
+        self.want_usage, self.started, self.shadow = want_usage, started, shadow
+        self.outcome: StrataError | None = DISCONNECTED  # until the stream ends otherwise
+        self.closed = False
+        self.engine_ms: float | None = None  # the engine's own time, from its last chunk (llama.cpp's timings)
+
+    async def close(self) -> None:
+        """Account for the stream; before its last event, so the ledger row is journaled before the client
+        has it all."""
+        if self.closed:
+            return
+        self.closed = True
+        call, state, target = self.call, self.state, self.target
+        if self.outcome is DISCONNECTED:
             call.status, call.error_type = 499, "client_disconnected"
-        raise
-    finally:
-        await close()
+        end_stream(state, call, target, self.started, self.outcome)
+        if self.engine_ms is not None:
+            _engine_time(call, self.engine_ms)
+        call.settle_stream_usage()
+        _done(state, call, target, self.shadow)
+        with anyio.CancelScope(shield=True):
+            await self.chunks.aclose()  # type: ignore[attr-defined]
+
+    async def events(self) -> AsyncIterator[bytes]:
+        call, chunk, want_usage = self.call, self.first, self.want_usage
+        try:
+            while chunk is not None:
+                usage = self._take(chunk)
+                if chunk.get("choices"):
+                    chunk["model"] = call.route
+                    if not want_usage and usage:
+                        chunk.pop("usage", None)
+                    yield sse_event(chunk)
+                elif want_usage and usage:
+                    chunk["model"] = call.route
+                    yield sse_event(chunk)
+                chunk = await anext(self.chunks, None)
+            self.outcome = None
+            if call.cache_key is not None and call.answer is not None:
+                call.cached = assembled(call.endpoint, call.request_id, call.route or "", "".join(call.answer),
+                                        call.finish, {"prompt_tokens": call.prompt_tokens,
+                                                      "completion_tokens": call.completion_tokens,
+                                                      "total_tokens": call.prompt_tokens + call.completion_tokens})
+            await self.close()
+            yield SSE_DONE
+        except StrataError as exc:  # after the first byte: never retried, the stream ends with an error event
+            call.fail(exc)
+            self.outcome = exc
+            await self.close()
+            yield sse_event(exc.to_dict())
+        except Exception as exc:  # a bug, or a chunk Strata's own code cannot handle
+            log.error("request %s: unhandled error in the stream", call.request_id, exc_info=exc)
+            err = InternalError("Internal error in the gateway.")
+            call.fail(err)
+            self.outcome = err
+            await self.close()
+            yield sse_event(err.to_dict())
+        finally:
+            await self.close()
+
+    def _take(self, chunk: dict[str, Any]) -> Any:
+        """What one chunk tells the ledger and the metrics (usage, finish, tokens and their timing)."""
+        call = self.call
+        self.engine_ms = openai_shaped(chunk, call.endpoint, chunk=True) or self.engine_ms
+        usage = chunk.get("usage")
+        if usage:
+            call.take_usage(usage)
+        choices = chunk.get("choices")
+        if choices:
+            if choices[0].get("finish_reason"):
+                call.finish = choices[0]["finish_reason"]
+            if _has_token(choices[0]):
+                call.chunks += 1
+                now = time.perf_counter()
+                if call.first_token is None:
+                    call.first_token = now
+                    self.state.metrics.ttft.labels(call.route, call.deployment).observe(now - call.started)
+                else:
+                    self.state.metrics.itl.labels(call.route, call.deployment).observe(
+                        now - (call.last_token or now))
+                call.last_token = now
+                if call.answer is not None:
+                    call.answer.append(_token_text(choices[0]))
+        return usage
+
+
+class RelayResponse(StreamingResponse):
+    """The SSE response of a ``Relay``: the request's ``Disconnect`` cancels it when the client leaves
+    (replacing Starlette's own listener), and the relay is closed however the response ends."""
+
+    def __init__(self, relay: Relay, headers: dict[str, str]) -> None:
+        super().__init__(relay.events(), media_type="text/event-stream", headers=headers)
+        self.relay = relay
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        watch = self.relay.call.watch
+        try:
+            await self.stream_response(send)
+        except asyncio.CancelledError:
+            if watch is None or not watch.stop():
+                raise
+        except OSError:  # the client went away mid-write (servers of ASGI spec 2.4)
+            pass
+        finally:
+            if watch is not None:
+                watch.stop()
+            await self.relay.close()
+            await self.body_iterator.aclose()  # type: ignore[attr-defined]
 
 
 def _token_text(choice: dict[str, Any]) -> str:
@@ -294,7 +362,13 @@ async def embeddings(request: Request) -> Response:
     except StrataError as exc:
         call.fail(exc)
         return error_response(exc, call.request_id)
+    except asyncio.CancelledError:
+        return _cancelled(call)
+    except Exception as exc:
+        return _internal_error(call, exc)
     finally:
+        if call.watch is not None:
+            call.watch.stop()
         account(state, call, target)
 
 

@@ -26,7 +26,7 @@ import orjson
 
 from strata.gateway.cache import Entry
 
-Embed = Callable[[list[str]], Awaitable[list[list[float]]]]
+Embed = Callable[..., Awaitable[list[list[float]]]]  # (texts) or (texts, parent): the request that needs them
 
 NEGATIONS = frozenset("""not no never none nobody nothing nowhere neither nor without cannot cant can't won't wont
 don't dont doesn't doesnt didn't didnt isn't isnt aren't arent wasn't wasnt weren't werent shouldn't shouldnt

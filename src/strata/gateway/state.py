@@ -10,10 +10,10 @@ from typing import Any
 
 from sqlalchemy import Engine as DbEngine
 
-from strata.config.settings import RouteConfig, Settings
+from strata.config.settings import Settings
 from strata.engines.base import Engine, EngineHealth
 from strata.gateway.cache import ExactCache
-from strata.gateway.context import RequestIds
+from strata.gateway.context import CallRecord, RequestIds
 from strata.gateway.semantic import SemanticCache
 from strata.governance.auth import Authenticator
 from strata.governance.governor import Governor
@@ -71,18 +71,20 @@ class AppState:
                 self.scorers[name] = TransparentScorer(route.complexity, embed)
 
     def embedder(self, route_name: str | None) -> Embed | None:
-        """Embeddings through a route's deployments (e.g. the bundled MiniLM), for scoring and comparing."""
+        """Embeddings through a route's deployments (e.g. the bundled MiniLM), for scoring and comparing.
+
+        Each call goes through the route's attempts like a client's request (``pipeline.internal``) and gets
+        a ledger row of role ``embedding``, under the id of the request that needed it (``parent``).
+        """
         if route_name is None:
             return None
 
-        async def embed(texts: list[str]) -> list[list[float]]:
-            route: RouteConfig | None = self.router.routes.get(route_name)
-            if route is None:
-                raise LookupError(f"no embeddings route {route_name!r}")
-            target = self.router.attempts(route).next()
-            if target is None:
-                raise LookupError(f"no deployment of {route_name!r} is available")
-            result: dict[str, Any] = await target.engine.embed({"model": target.engine.model, "input": texts})
+        async def embed(texts: list[str], parent: CallRecord | None = None) -> list[list[float]]:
+            from strata.gateway.pipeline import internal  # the pipeline is built on this state
+
+            body: dict[str, Any] = {"model": "", "input": texts}
+            result = await internal(self, parent, route_name, "embedding", "embeddings", body,
+                                    lambda t: t.engine.embed(body))
             return [d["embedding"] for d in sorted(result["data"], key=lambda d: d["index"])]
 
         return embed

@@ -26,7 +26,7 @@ from strata.config.settings import ComplexityConfig, LabelledExample
 from strata.errors import ConfigError
 
 log = logging.getLogger(__name__)
-Embed = Callable[[list[str]], Awaitable[list[list[float]]]]
+Embed = Callable[..., Awaitable[list[list[float]]]]  # (texts) or (texts, parent): the request that needs them
 
 REASONING = re.compile(
     r"\b(explain|why|prove|derive|analy[sz]e|compare|contrast|evaluate|design|implement|refactor|debug|"
@@ -45,7 +45,7 @@ class Score:
 
 
 class Scorer(Protocol):
-    async def score(self, body: dict[str, Any]) -> Score: ...
+    async def score(self, body: dict[str, Any], parent: Any = None) -> Score: ...
 
 
 def prompt_text(body: dict[str, Any]) -> tuple[str, int]:
@@ -85,13 +85,14 @@ class TransparentScorer:
         self.examples = load_examples(cfg)
         self._vectors: list[list[float]] | None = None
 
-    async def score(self, body: dict[str, Any]) -> Score:
+    async def score(self, body: dict[str, Any], parent: Any = None) -> Score:
+        """``parent``: the request being scored, passed on to the embeddings it needs (their ledger rows)."""
         text, turns = prompt_text(body)
         cfg = self.cfg
         features = {"length": min(1.0, len(text) / cfg.long_prompt_chars),
                     "structure": structure(text, turns)}
         weights = {"length": cfg.length_weight, "structure": cfg.structure_weight}
-        knn = await self._knn(text)
+        knn = await self._knn(text, parent)
         if knn is not None:
             features["knn"] = knn
             weights["knn"] = cfg.knn_weight
@@ -100,13 +101,15 @@ class TransparentScorer:
         value = round(value, 4)
         return Score(value, "strong" if value >= cfg.threshold else "cheap", features)
 
-    async def _knn(self, text: str) -> float | None:
-        if not self.examples or self.embed is None or self.cfg.knn_weight == 0:
+    async def _knn(self, text: str, parent: Any) -> float | None:
+        embed = self.embed
+        if not self.examples or embed is None or self.cfg.knn_weight == 0:
             return None
+        args = () if parent is None else (parent,)
         try:
             if self._vectors is None:
-                self._vectors = [_unit(v) for v in await self.embed([e.text for e in self.examples])]
-            query = _unit((await self.embed([text[:2000]]))[0])
+                self._vectors = [_unit(v) for v in await embed([e.text for e in self.examples], *args)]
+            query = _unit((await embed([text[:2000]], *args))[0])
         except Exception as exc:  # no embeddings right now: score on the other features
             log.warning("complexity scorer: embeddings unavailable (%s); scoring without nearest neighbours", exc)
             return None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import UTC, datetime
 from typing import Any
 
 from starlette.requests import Request
@@ -137,7 +138,10 @@ async def start_rollout(state: AppState, request: Request) -> dict[str, Any]:
     body = await read_json(request, 64 * 1024)
     primary = next(d for d in old.deployments if d.role == "primary")
     dep = primary.model_dump(exclude={"name", "role", "weight", "traffic"})
-    dep["engine"] = {**dep["engine"], **(body.get("engine") or {})}
+    engine = body.get("engine") or {}
+    if not isinstance(engine, dict):
+        raise InvalidRequest("`engine` must be an object of engine settings, e.g. {\"model\": \"…\"}", param="engine")
+    dep["engine"] = {**dep["engine"], **engine}
     if body.get("model"):
         dep["engine"]["model"] = body["model"]
     if "price" in body:
@@ -214,8 +218,10 @@ async def shadow_report(state: AppState, request: Request) -> dict[str, Any]:
     since = request.query_params.get("since")
     try:
         window = parse_window(since) if since else None
-    except ValueError as exc:
-        raise InvalidRequest(str(exc), param="since") from None
+        if window is not None:
+            datetime.now(UTC) - window  # "1000000d" parses but reaches before year 1
+    except OverflowError:
+        raise InvalidRequest(f"window {since!r} is too long", param="since") from None
     return await asyncio.to_thread(report, state.db, name, window)
 
 

@@ -25,9 +25,9 @@ from strata.app.loops import LoopRunner
 from strata.config.settings import RouteConfig, Settings
 from strata.engines.base import Engine, EngineHealth
 from strata.engines.registry import build_engine
-from strata.errors import ConfigError, InvalidRequest, NotFound, StrataError
+from strata.errors import ConfigError, InternalError, InvalidRequest, NotFound, StrataError
 from strata.gateway import admin, feedback_api, health, openai_api, openapi, policies_admin, routes_admin
-from strata.gateway.http import REQUEST_ID, error_response
+from strata.gateway.http import REQUEST_ID, error_response, request_id_of
 from strata.gateway.monitor import control_loops
 from strata.gateway.state import AppState
 from strata.governance.auth import Authenticator
@@ -126,7 +126,8 @@ def create_app(settings: Settings, state: AppState | None = None) -> Starlette:
         routes=[*openai_api.routes, *feedback_api.routes, *admin.routes, *routes_admin.routes,
                 *policies_admin.routes, *health.routes, *openapi.routes],
         lifespan=lifespan,
-        exception_handlers={HTTPException: _http_error, StrataError: _strata_error},  # type: ignore[dict-item]
+        exception_handlers={HTTPException: _http_error, StrataError: _strata_error,  # type: ignore[dict-item]
+                            Exception: _internal_error},
     )
     app.state.strata = state
     app.state.loops = loops  # the control-loop runner (``strata.app.loops``)
@@ -152,7 +153,8 @@ class Gateway(Starlette):
                     response = await endpoint(Request(scope, receive))
                 except Exception:
                     log.exception("unhandled error on %s", scope["path"])
-                    response = error_response(StrataError("Internal error in the gateway."))
+                    response = error_response(InternalError("Internal error in the gateway."),
+                                              request_id_of(Request(scope), self.state.strata.new_id))
                 await response(scope, receive, send)
                 return
         if scope["type"] == "http":
@@ -209,3 +211,8 @@ async def _http_error(request: Request, exc: HTTPException) -> Response:
 
 async def _strata_error(request: Request, exc: StrataError) -> Response:
     return error_response(exc, request.headers.get("x-request-id"))
+
+
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    """Any other exception off the fast path: OpenAI's error shape (Starlette logs the traceback)."""
+    return error_response(InternalError("Internal error in the gateway."))

@@ -22,7 +22,7 @@ from strata.gateway.openapi import operations
 from tests.servers import ADMIN_KEY, StrataProcess, openai_route
 from tests.upstreams import FaultyUpstream
 
-MAX_EXAMPLES = int(os.environ.get("STRATA_FUZZ_EXAMPLES", "12"))  # per operation; 12: ~25 s on two busy cores
+MAX_EXAMPLES = int(os.environ.get("STRATA_FUZZ_EXAMPLES", "20"))  # per operation and mode: ~30 s
 
 
 async def test_document_is_public_valid_and_matches_the_routes(app_client: httpx.AsyncClient) -> None:
@@ -59,10 +59,15 @@ def fuzzable(doc: dict[str, Any], upstream_url: str) -> dict[str, Any]:
     schemas = doc["components"]["schemas"]
     for name in ("ChatRequest", "CompletionRequest", "EmbeddingRequest"):
         schemas[name]["properties"]["model"] = {"const": "ok"}
-    if "OpenAIEngineConfig" in schemas:
-        schemas["DeploymentConfig"]["properties"]["engine"] = {"$ref": "#/components/schemas/OpenAIEngineConfig"}
-        schemas["OpenAIEngineConfig"]["properties"]["base_url"] = {"const": upstream_url}
-    for ops in doc["paths"].values():
+    engine = {"type": "object", "required": ["type", "base_url", "model"], "additionalProperties": False,
+              "properties": {"type": {"const": "openai"}, "base_url": {"const": upstream_url},
+                             "model": {"type": "string"}, "read_timeout": {"type": "number"}}}
+    schemas["DeploymentConfig"]["properties"]["engine"] = engine
+    schemas["DeploymentConfig"]["properties"]["name"] = {"enum": ["ok-dep", "ok-new"]}
+    for path, ops in doc["paths"].items():
+        if path.endswith(("/canary", "/shadow")) and "post" in ops:
+            body = ops["post"]["requestBody"]["content"]["application/json"]["schema"]
+            body["properties"]["engine"] = {**engine, "required": []}
         for op in ops.values():
             for p in op.get("parameters", []):
                 if p["name"] == "route":
@@ -115,3 +120,16 @@ def _openai_error(resp: requests.Response) -> bool:
     except (ValueError, KeyError, TypeError):
         return False
     return isinstance(error, dict) and isinstance(error.get("message"), str) and isinstance(error.get("type"), str)
+
+
+@pytest.mark.parametrize("method, path, body, param", [
+    ("POST", "/admin/keys", {"name": "ci", "expires_in_days": 1e308}, "expires_in_days"),
+    ("POST", "/admin/routes/ok/canary", {"engine": "x", "traffic": 5}, "engine"),
+    ("GET", "/admin/routes/ok/shadow?since=99999999999999999999d", None, "since"),
+])
+async def test_what_fuzzing_found_is_a_400_naming_the_field(app_client: httpx.AsyncClient, method: str, path: str,
+                                                           body: dict[str, Any] | None, param: str) -> None:
+    """Each of these was a 500 ("Internal error in the admin API") before."""
+    resp = await app_client.request(method, path, json=body)
+    assert resp.status_code == 400, resp.text
+    assert resp.json()["error"]["param"] == param

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import os
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -84,13 +83,11 @@ def test_fuzzing_every_operation_gets_no_5xx(fuzz_strata: StrataProcess, upstrea
     schema = schemathesis.openapi.from_dict(fuzzable(served, upstream.base_url))
     failures: list[str] = []
     calls = 0
-    started = time.monotonic()
     for operation in (r.ok() for r in schema.get_all_operations()):
         for mode in GenerationMode:
             calls += _fuzz(operation, mode, fuzz_strata.url, failures)
     assert failures == [], "\n".join(failures)
     assert calls > 200, calls
-    assert time.monotonic() - started < 120
 
 
 def _fuzz(operation: Any, mode: GenerationMode, url: str, failures: list[str]) -> int:

@@ -9,6 +9,7 @@ auth, like OpenAI's own published spec.
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -111,7 +112,7 @@ def operations(routes: Iterable[BaseRoute]) -> list[tuple[str, str]]:
 
 
 def build(routes: Iterable[BaseRoute]) -> dict[str, Any]:
-    schemas = _components()
+    schemas = copy.deepcopy(_components())  # the caller may change its document
     paths: dict[str, dict[str, Any]] = {}
     for method, path in operations(routes):
         op = OPERATIONS.get((method, path)) or Op("Undocumented", "undocumented")

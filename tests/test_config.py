@@ -99,6 +99,15 @@ def test_openai_base_url_must_be_http(tmp_path: Path, url: str) -> None:
     assert "base_url" in exc.value.message and "http" in exc.value.message
 
 
+@pytest.mark.parametrize(("url", "why"), [("http://[::1", "Invalid IPv6 URL"), ("http://:80/v1", "has no host"),
+                                          ("http://h:99999/v1", "Port out of range")])
+def test_openai_base_url_that_cannot_be_reached_stops_startup(tmp_path: Path, url: str, why: str) -> None:
+    engine = {"type": "openai", "base_url": url, "model": "m"}
+    with pytest.raises(ConfigError) as exc:
+        load_settings(write(tmp_path, {"routes": [route("chat", "a", engine)]}))
+    assert "base_url" in exc.value.message and why in exc.value.message
+
+
 def test_openai_base_url_trailing_slash_is_dropped(tmp_path: Path) -> None:
     engine = {"type": "openai", "base_url": "https://api.example.com/v1/", "model": "m"}
     s = load_settings(write(tmp_path, {"routes": [route("chat", "a", engine)]}))

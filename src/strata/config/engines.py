@@ -5,6 +5,7 @@ validated against, so a third-party engine brings its own settings, and its erro
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -88,6 +89,13 @@ class OpenAIEngineConfig(EngineConfig):
     def _http_url(cls, v: str) -> str:
         if not v.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
+        try:
+            parts = urlsplit(v)
+            parts.port  # noqa: B018  (raises on a port that is not a number in range)
+        except ValueError as exc:
+            raise ValueError(f"is not a valid URL: {exc}") from None
+        if not parts.hostname:
+            raise ValueError("has no host")
         return v.rstrip("/")
 
 

@@ -151,6 +151,19 @@ async def test_a_client_gone_before_the_first_chunk_releases_every_hold(ups: dic
                          "the deployment's in-flight count back to 0", timeout=5)
         again = await client.post("/v1/chat/completions", json={**ask, "model": "ok"})
         assert again.status_code == 200, again.text  # the stream's budget hold was released
-    row = wait_for(lambda: next((r for r in proc.ledger() if r["request_id"] == "gone-1"), None), 5,
-                   "the stream's ledger row")
-    assert (row["status"], row["error_type"]) == (499, "client_disconnected")
+
+        other = (await client.post("/admin/keys", json={"name": "svc", "team": "t"})).json()["key"]  # no budget
+        waiting = asyncio.create_task(client.post(  # a JSON answer, same story
+            "/v1/chat/completions", json={**ask, "model": "slow"},
+            headers={"X-Request-Id": "gone-2", "Authorization": f"Bearer {other}"}))
+        await eventually(lambda: llm.hits == 3, "the JSON request to reach the upstream")
+        waiting.cancel()
+        await asyncio.gather(waiting, return_exceptions=True)
+        await eventually(lambda: llm.disconnects == 2, "the upstream to see the JSON request's connection closed",
+                         timeout=5)
+        assert proc.metric("strata_requests_in_flight", route="slow") == 0.0
+    rows = wait_for(lambda: (rs := {r["request_id"]: r for r in proc.ledger()}) and {"gone-1", "gone-2"} <= set(rs)
+                    and rs, 5, "the ledger rows of both requests")
+    for rid in ("gone-1", "gone-2"):
+        assert (rows[rid]["status"], rows[rid]["error_type"]) == (499, "client_disconnected"), rid
+    assert "Traceback" not in proc.log()

@@ -60,6 +60,12 @@ async def test_invalid_body_names_the_field(app_client: httpx.AsyncClient, body:
     assert param.split("[")[0] in err["message"]
 
 
+async def test_empty_prompt_list_is_400_before_any_engine(app_client: httpx.AsyncClient) -> None:
+    r = await app_client.post("/v1/completions", json={"model": "ok", "prompt": []})
+    assert r.status_code == 400, r.text
+    assert (error_of(r)["type"], error_of(r)["param"]) == ("invalid_request_error", "prompt")
+
+
 async def test_malformed_json_is_400(app_client: httpx.AsyncClient) -> None:
     r = await app_client.post("/v1/chat/completions", content=b'{"model": "ok", "messages": [',
                               headers={"Content-Type": "application/json"})

@@ -85,6 +85,12 @@ class ChatRequest(_Sampling):
 class CompletionRequest(_Sampling):
     prompt: str | list[str] | list[int]
 
+    @model_validator(mode="after")
+    def _some_prompt(self) -> CompletionRequest:
+        if isinstance(self.prompt, list) and not self.prompt:
+            raise InvalidRequest("prompt is an empty list: give a string, strings or token ids.", param="prompt")
+        return self
+
     @property
     def output_limit(self) -> int | None:
         return self.max_tokens

@@ -92,6 +92,23 @@ async def test_internal_embeddings_are_retried_on_the_fallback_and_accounted(
         assert served["tier"] == "strong"  # the nearest example (hard) decided: the embeddings were used
 
 
+async def test_an_embeddings_deployment_at_max_in_flight_is_shed_for_internal_calls(
+        ups: dict[str, FaultyUpstream], tmp_path: Path) -> None:
+    ups["emb-a"].embed_mode = "slow"  # each embedding holds emb-a for 0.3 s
+    emb = emb_route(ups)
+    emb["deployments"][0]["max_in_flight"] = 1
+    async with gateway(tmp_path, scored_route(ups), emb) as client:
+        asks = [client.post("/v1/chat/completions", headers={"X-Request-Id": f"busy-{i}"},
+                            json={"model": "m", "messages": [{"role": "user", "content": f"tensor sharding {i}"}]})
+                for i in range(3)]
+        assert [r.status_code for r in await asyncio.gather(*asks)] == [200] * 3
+        rows = await eventually(lambda: len(rs := [r for r in ledger_rows(tmp_path) if r["role"] == "embedding"])
+                                >= 4 and rs, "ledger rows of the internal embeddings")
+        shed = [row for row in rows if row["deployment"] == "emb-b"]
+        assert shed and all([a["deployment"] for a in row["attempts"]] == ["emb-b"] for row in shed), rows
+        assert ups["emb-b"].embed_hits == len(shed)  # emb-a, full, was not even tried
+
+
 async def test_an_exception_inside_the_gateway_is_an_openai_shaped_500_with_its_request_id(
         ups: dict[str, FaultyUpstream], tmp_path: Path) -> None:
     bad = {"name": "bad", "deployments": [dep("bad-d", ups["llm"], "malformed")]}

@@ -7,7 +7,8 @@ Cheap refusals come first: a request refused by a rate limit or a budget never p
 call engines themselves (complexity scoring embeds the prompt, summarising calls an LLM). ``admit`` runs
 every stage before the engine call, ``attempt.call_engine`` tries the route's deployments (retries,
 fallbacks) until one answers, ``account`` runs every stage after it. ``internal`` is the same attempt
-machinery for the gateway's own calls (embeddings, summaries), each with a ledger row of its own role.
+machinery for the gateway's own calls (embeddings, summaries), with a ledger row of its own role
+(``summary``, ``embedding``) when a request needed it.
 Each stage lives in its own module; this one only orders them.
 """
 
@@ -105,8 +106,9 @@ async def summarize_turns(state: AppState, call: CallRecord, route_name: str, tu
 async def internal(state: AppState, parent: CallRecord | None, route_name: str, role: str, endpoint: str,
                    body: dict[str, Any], make: Callable[[Target], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
     """The gateway's own call to a route (embeddings, a summary), through the same attempts as a client's:
-    breakers, ``max_in_flight``, retries, fallbacks, attempt metrics. Its ledger row has ``role`` and, when a
-    request needed it, that request's id, key and tags."""
+    breakers, ``max_in_flight``, retries, fallbacks, attempt metrics. A call a request needed (``parent``) has
+    a ledger row of its own, with ``role`` and that request's id, key and tags; one for no request (a shadow's
+    comparison, accounted in the shadow report) has none."""
     route = state.router.routes.get(route_name)
     if route is None:
         raise NotFound(f"no route {route_name!r} for the gateway's {role} calls")
@@ -131,7 +133,8 @@ async def internal(state: AppState, parent: CallRecord | None, route_name: str, 
         raise
     finally:
         rec.role = role
-        account(state, rec, target)
+        if parent is not None:
+            account(state, rec, target)
 
 
 async def govern(state: AppState, call: CallRecord, route: RouteConfig, body: dict[str, Any], req: Any,

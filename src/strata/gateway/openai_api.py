@@ -6,7 +6,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import anyio
 from starlette.requests import Request
@@ -29,7 +29,6 @@ from strata.gateway.state import AppState
 from strata.routing.router import Attempts, Deployment, Target
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 DISCONNECTED = ClientGone("The client disconnected.")
 
 

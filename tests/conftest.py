@@ -26,18 +26,28 @@ def upstream() -> Iterator[FaultyUpstream]:
         yield up
 
 
+def named_upstreams(*names: str) -> Iterator[dict[str, FaultyUpstream]]:
+    """One running ``FaultyUpstream`` per name (its ``whoami`` reply), for a module-scoped fixture."""
+    with contextlib.ExitStack() as stack:
+        yield {n: stack.enter_context(FaultyUpstream(n)) for n in names}
+
+
+def healthy(servers: dict[str, FaultyUpstream]) -> dict[str, FaultyUpstream]:
+    """The same upstreams, healed and with their request counters at zero (for a per-test fixture)."""
+    for up in servers.values():
+        up.mode, up.hits = None, 0
+    return servers
+
+
 @pytest.fixture(scope="module")
 def replica_servers() -> Iterator[dict[str, FaultyUpstream]]:
-    with contextlib.ExitStack() as stack:
-        yield {n: stack.enter_context(FaultyUpstream(n)) for n in ("a", "b", "c")}
+    yield from named_upstreams("a", "b", "c")
 
 
 @pytest.fixture
 def ups(replica_servers: dict[str, FaultyUpstream]) -> dict[str, FaultyUpstream]:
     """Three healthy replicas named a, b, c, with their request counters at zero."""
-    for up in replica_servers.values():
-        up.mode, up.hits = None, 0
-    return replica_servers
+    return healthy(replica_servers)
 
 
 def fault_routes(base_url: str) -> list[dict]:

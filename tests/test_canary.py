@@ -10,7 +10,6 @@ hour, so the background loop stays idle). End to end: ``strata deploy`` against 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import random
 import subprocess
@@ -29,6 +28,7 @@ from strata.gateway.app import create_app
 from strata.gateway.state import AppState
 from strata.routing.analysis import Outcome, Window, compare
 from strata.routing.rollout import SYSTEM_ACTOR, Rollouts
+from tests.conftest import healthy, named_upstreams
 from tests.servers import ADMIN_KEY, StrataProcess, cli, finished
 from tests.test_traffic import HI, chat, dep, engines, error_code, eventually, metric, route, served_by
 from tests.upstreams import REPLY, FaultyUpstream
@@ -236,16 +236,13 @@ async def test_canary_ejected_by_its_breaker_is_rolled_back_unless_the_primaries
 
 @pytest.fixture(scope="module")
 def version_servers() -> Iterator[dict[str, FaultyUpstream]]:
-    with contextlib.ExitStack() as stack:
-        yield {n: stack.enter_context(FaultyUpstream(n)) for n in ("v1", "v2", "v3")}
+    yield from named_upstreams("v1", "v2", "v3")
 
 
 @pytest.fixture
 def ups(version_servers: dict[str, FaultyUpstream]) -> dict[str, FaultyUpstream]:
     """Healthy upstreams v1, v2, v3 with their request counters at zero."""
-    for up in version_servers.values():
-        up.mode, up.hits = None, 0
-    return version_servers
+    return healthy(version_servers)
 
 
 def canary_route(ups: dict[str, FaultyUpstream], traffic: float, breaker: dict[str, Any] | None = None,

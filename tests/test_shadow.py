@@ -8,7 +8,6 @@ score below 1). The last test runs the real bundled models.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import statistics
@@ -21,7 +20,7 @@ import openai
 import pytest
 
 from strata.store.tables import Feedback, ShadowResult
-from tests.conftest import needs_models
+from tests.conftest import healthy, named_upstreams, needs_models
 from tests.servers import ADMIN_KEY, StrataProcess, ledger_rows, table_rows, wait_for
 from tests.test_cli import assert_one_line_error, strata
 from tests.test_traffic import HI, chat, dep, eventually, gateway, metric, route, sdk, served_by
@@ -33,16 +32,13 @@ MIRRORED = "strata_shadow_requests_total"
 
 @pytest.fixture(scope="module")
 def shadow_servers() -> Iterator[dict[str, FaultyUpstream]]:
-    with contextlib.ExitStack() as stack:
-        yield {n: stack.enter_context(FaultyUpstream(n)) for n in ("primary", "shadow", "emb")}
+    yield from named_upstreams("primary", "shadow", "emb")
 
 
 @pytest.fixture
 def ups(shadow_servers: dict[str, FaultyUpstream]) -> dict[str, FaultyUpstream]:
     """The served replica, the shadow and the embeddings upstream, healthy and with counters at zero."""
-    for up in shadow_servers.values():
-        up.mode, up.hits = None, 0
-    return shadow_servers
+    return healthy(shadow_servers)
 
 
 def emb_route(ups: dict[str, FaultyUpstream]) -> dict[str, Any]:

@@ -11,10 +11,14 @@ One server, behaviour chosen by the requested ``model``:
 - ``echo-auth``: replies with the Authorization header it received as the message content
 - ``whoami``: replies with the upstream's own ``name`` as the message content (which replica served it)
 - ``echo``: replies with the JSON of the messages (or prompt) it received (what the gateway sent on)
+- ``continue``: continues a trailing assistant message (or a prompt) that ends with a prefix of the fixed
+  reply, streaming the rest of the reply word by word (as an engine continuing a broken answer would)
 - any mode, messages containing ``POISON``: HTTP 500, as llama.cpp answers input it cannot process
 - ``err429``: HTTP 429 (the upstream rate limits); ``err400``: HTTP 400 (it rejects the request)
 - ``slow-first``: sends its headers (SSE) or nothing (JSON), then waits ``first_delay`` seconds (30) before
   answering; a client that closes the connection meanwhile is counted in ``disconnects``
+- ``tools``: calls a function (``TOOL_CALL``, named as the request's first tool) instead of answering in text,
+  as JSON or as a stream of ``tool_calls`` deltas
 - ``malformed``: a 200 in OpenAI's shape whose ``usage`` counts are words (``"prompt_tokens": "seven"``), in the
   JSON answer and in the stream's first chunk
 
@@ -23,9 +27,9 @@ different texts differently; it counts its requests in ``embed_hits`` and fails 
 ``embed_mode`` is ``"err500"`` (``"slow"``: answers after 0.3 s).
 
 Several instances stand in for the replicas of one route: each counts the completion requests it
-received (``hits``), and setting ``mode`` to one of the names above makes it behave that way whatever
-model is asked for (flip it back to ``None`` to heal it). ``/v1/models`` always answers, after
-``models_delay`` seconds (0 unless a test makes health probes slow).
+received (``hits``) and keeps the last one's JSON body (``last_body``), and setting ``mode`` to one of
+the names above makes it behave that way whatever model is asked for (flip it back to ``None`` to heal
+it). ``/v1/models`` always answers, after ``models_delay`` seconds (0 unless a test makes health probes slow).
 
 It runs in its own thread and event loop so it is independent of the code under test.
 """
@@ -76,6 +80,7 @@ async def _handle(request: web.Request) -> web.StreamResponse:
     upstream = request.app[UPSTREAM]
     upstream.hits += 1
     body = await request.json()
+    upstream.last_body = body
     model = upstream.mode or body.get("model", "ok")
     chat = request.path.endswith("/chat/completions")
     if model == "err500" or POISON in json.dumps(body.get("messages", body.get("prompt"))):
@@ -102,6 +107,8 @@ async def _handle(request: web.Request) -> web.StreamResponse:
         content = upstream.name
     elif model == "echo":
         content = json.dumps(body.get("messages", body.get("prompt")))
+    if model == "tools":
+        return await _tool_call(request, body)
     if not body.get("stream"):
         answer = _completion(model, content, chat)
         if model == "malformed":
@@ -111,6 +118,36 @@ async def _handle(request: web.Request) -> web.StreamResponse:
 
 
 MALFORMED_USAGE = {"prompt_tokens": "seven", "completion_tokens": "three", "total_tokens": "ten"}
+TOOL_CALL: dict[str, Any] = {"id": "call_fixed", "type": "function",
+                             "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}
+
+
+def _sse(choice: dict[str, Any], **extra: Any) -> bytes:
+    obj = {"id": "chatcmpl-fixed", "object": "chat.completion.chunk", "model": "tools", "created": 0,
+           "choices": [choice], **extra}
+    return b"data: " + json.dumps(obj).encode() + b"\n\n"
+
+
+async def _tool_call(request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
+    """``tools``: calls ``TOOL_CALL`` (its first tool's name) instead of answering in text."""
+    name = ((body.get("tools") or [{}])[0].get("function") or {}).get("name") or "get_weather"
+    call = {**TOOL_CALL, "function": {**TOOL_CALL["function"], "name": name}}
+    usage = {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10}
+    if not body.get("stream"):
+        message = {"role": "assistant", "content": None, "tool_calls": [call]}
+        return web.json_response({"id": "chatcmpl-fixed", "object": "chat.completion", "created": 0, "model": "tools",
+                                  "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls"}],
+                                  "usage": usage})
+    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+    await resp.prepare(request)
+    args = call["function"]["arguments"]
+    deltas = [{"index": 0, "id": call["id"], "type": "function", "function": {"name": name, "arguments": ""}},
+              {"index": 0, "function": {"arguments": args[:5]}}, {"index": 0, "function": {"arguments": args[5:]}}]
+    for delta in deltas:
+        await resp.write(_sse({"index": 0, "delta": {"tool_calls": [delta]}, "finish_reason": None}))
+    await resp.write(_sse({"index": 0, "delta": {}, "finish_reason": "tool_calls"}, usage=usage))
+    await resp.write(b"data: [DONE]\n\n")
+    return resp
 
 
 async def _wait_first(request: web.Request, upstream: FaultyUpstream) -> bool:
@@ -130,6 +167,8 @@ async def _stream(request: web.Request, body: dict[str, Any], model: str, chat: 
     if model == "slow-first" and not await _wait_first(request, request.app[UPSTREAM]):
         return resp
     words = ["Hello", " from", " the", " fixed", " upstream."]
+    if model == "continue":
+        words = _rest(words, body)
     for i, word in enumerate(words):
         if model == "malformed" and i == 0:
             obj = json.loads(_chunk(model, word, chat)[6:])
@@ -144,11 +183,24 @@ async def _stream(request: web.Request, body: dict[str, Any], model: str, chat: 
             return resp
     await resp.write(_chunk(model, None, chat, finish="stop"))
     if (body.get("stream_options") or {}).get("include_usage"):
-        usage = {"prompt_tokens": 7, "completion_tokens": 5, "total_tokens": 12}
+        usage = {"prompt_tokens": 7, "completion_tokens": len(words), "total_tokens": 7 + len(words)}
         await resp.write(b"data: " + json.dumps({"id": "x", "object": "chat.completion.chunk", "model": model,
                                                   "created": 0, "choices": [], "usage": usage}).encode() + b"\n\n")
     await resp.write(b"data: [DONE]\n\n")
     return resp
+
+
+def _rest(words: list[str], body: dict[str, Any]) -> list[str]:
+    """The words of the reply after the longest prefix of it that the request's text so far ends with."""
+    messages = body.get("messages")
+    if messages is not None:
+        so_far = messages[-1]["content"] if messages[-1]["role"] == "assistant" else ""
+    else:
+        so_far = str(body.get("prompt") or "")
+    for i in range(len(words), 0, -1):
+        if so_far.endswith("".join(words[:i])):
+            return words[i:]
+    return words
 
 
 def letter_counts(text: str) -> list[float]:
@@ -196,6 +248,7 @@ class FaultyUpstream:
         self.mode: str | None = None
         self.models_delay = 0.0
         self.hits = 0
+        self.last_body: dict[str, Any] | None = None
         self.embed_mode: str | None = None
         self.embed_hits = 0
         self.first_delay = 30.0  # slow-first: seconds before the first byte of the answer

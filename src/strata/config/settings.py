@@ -206,6 +206,8 @@ class RouteConfig(_Strict):
     retries: int = Field(2, ge=0, le=10, description="Extra attempts before the first byte, then fallbacks")
     retry_backoff: float = Field(0.05, ge=0, description="Base seconds between attempts (jittered, doubling)")
     deadline: float | None = Field(None, gt=0, description="Total seconds for all attempts before the first byte")
+    continue_streams: bool = Field(False, description="A stream whose upstream dies mid-answer goes on on another "
+                                   "deployment, from the text streamed so far (said so in the stream)")
     breaker: BreakerConfig = BreakerConfig()
     canary: CanaryConfig = CanaryConfig()
     shadow: ShadowConfig = ShadowConfig()

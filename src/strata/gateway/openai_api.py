@@ -17,9 +17,10 @@ from starlette.types import Receive, Scope, Send
 from strata.config.settings import RouteConfig
 from strata.engines.base import Kind
 from strata.errors import InternalError, NotFound, StrataError
-from strata.gateway.attempt import ClientGone, call_engine, end, end_stream, timed
+from strata.gateway.attempt import ClientGone, call_engine, end, end_stream, retryable, timed
 from strata.gateway.cache import Entry, ExactCache, assembled, replay, share, shared_get
 from strata.gateway.context import CallRecord, estimate_prompt_tokens
+from strata.gateway.continuation import Continuation
 from strata.gateway.http import SSE_DONE, Gone, error_response, json_response, request_id_of, sse_event
 from strata.gateway.pipeline import account, admit
 from strata.gateway.schemas import ChatRequest, CompletionRequest, EmbeddingRequest, openai_shaped
@@ -65,7 +66,8 @@ async def _generation(request: Request, kind: Kind, schema: type) -> Response:
             target, (chunks, first, started) = await call_engine(
                 state, call, req, body, attempts, lambda t: _first_chunk(t, kind, body))
             streaming = True  # from here on, the relay releases what the request holds
-            relay = Relay(state, call, target, chunks, first, want_usage, started, shadow)
+            relay = Relay(state, call, target, chunks, first, want_usage, started, shadow,
+                          Continuation.of(kind, req, body, attempts))
             return RelayResponse(relay, {"x-request-id": call.request_id, "cache-control": "no-cache",
                                          **(call.headers or {})})
         target, response = await _answer(state, call, req, body, attempts, lambda t: t.engine.generate(kind, body))
@@ -220,19 +222,30 @@ class Relay:
     """One stream from the engine to the client. ``close`` releases everything the request holds (the
     attempt's in-flight count and breaker outcome, the request's in-flight gauge and budget hold, the
     upstream stream) exactly once, wherever the stream ends: done, failed, or cut by the client, even
-    before its first chunk (see ``RelayResponse``)."""
+    before its first chunk (see ``RelayResponse``).
+
+    With a ``Continuation`` (the route's ``continue_streams``), an upstream failure mid-stream is continued
+    once on another deployment: its chunks are spliced in (same id, model, choice index; usage summed), after
+    an SSE comment ``: strata-continued from=A to=B after=N chars``, and the chunk with the finish reason
+    carries ``"strata": {"continued": true, ...}``."""
 
     __slots__ = ("state", "call", "target", "chunks", "first", "want_usage", "started", "shadow", "outcome",
-                 "closed", "engine_ms")
+                 "closed", "engine_ms", "resume", "text", "id", "continued", "carried", "attempt_open")
 
     def __init__(self, state: AppState, call: CallRecord, target: Target, chunks: AsyncIterator[dict[str, Any]],
                  first: dict[str, Any] | None, want_usage: bool, started: float,
-                 shadow: tuple[Deployment, dict[str, Any]] | None) -> None:
+                 shadow: tuple[Deployment, dict[str, Any]] | None, resume: Continuation | None = None) -> None:
         self.state, self.call, self.target, self.chunks, self.first = state, call, target, chunks, first
         self.want_usage, self.started, self.shadow = want_usage, started, shadow
         self.outcome: StrataError | None = DISCONNECTED  # until the stream ends otherwise
         self.closed = False
         self.engine_ms: float | None = None  # the engine's own time, from its last chunk (llama.cpp's timings)
+        self.resume = resume
+        self.text: list[str] | None = [] if resume is not None else None  # what a continuation goes on from
+        self.id: Any = None  # the stream's id, kept across a continuation
+        self.continued: dict[str, Any] | None = None  # from, to, after_chars once continued
+        self.carried = (0, 0)  # prompt and completion tokens of the broken attempt, added to the usage
+        self.attempt_open = True  # False when a failed continuation already closed the attempt
 
     async def close(self) -> None:
         """Account for the stream; before its last event, so the ledger row is journaled before the client
@@ -243,7 +256,11 @@ class Relay:
         call, state, target = self.call, self.state, self.target
         if self.outcome is DISCONNECTED:
             call.status, call.error_type = 499, "client_disconnected"
-        end_stream(state, call, target, self.started, self.outcome)
+        if self.attempt_open:
+            end_stream(state, call, target, self.started, self.outcome)
+            if self.continued is not None:
+                call.attempts[-1]["continues"] = {"from": self.continued["from"],
+                                                  "after_chars": self.continued["after_chars"]}
         if self.engine_ms is not None:
             _engine_time(call, self.engine_ms)
         call.settle_stream_usage()
@@ -252,19 +269,18 @@ class Relay:
             await self.chunks.aclose()  # type: ignore[attr-defined]
 
     async def events(self) -> AsyncIterator[bytes]:
-        call, chunk, want_usage = self.call, self.first, self.want_usage
+        call, chunk = self.call, self.first
         try:
             while chunk is not None:
-                usage = self._take(chunk)
-                if chunk.get("choices"):
-                    chunk["model"] = call.route
-                    if not want_usage and usage:
-                        chunk.pop("usage", None)
-                    yield sse_event(chunk)
-                elif want_usage and usage:
-                    chunk["model"] = call.route
-                    yield sse_event(chunk)
-                chunk = await anext(self.chunks, None)
+                if (event := self._event(chunk)) is not None:
+                    yield event
+                try:
+                    chunk = await anext(self.chunks, None)
+                except StrataError as exc:
+                    if (note := await self._continue(exc)) is None:
+                        raise
+                    yield note
+                    chunk = self.first
             self.outcome = None
             if call.cache_key is not None and call.answer is not None:
                 call.cached = assembled(call.endpoint, call.request_id, call.route or "", "".join(call.answer),
@@ -288,17 +304,63 @@ class Relay:
         finally:
             await self.close()
 
+    def _event(self, chunk: dict[str, Any]) -> bytes | None:
+        """The SSE event of one engine chunk, or None when the client is not to see it."""
+        call = self.call
+        usage = self._take(chunk)
+        if self.continued is None:
+            self.id = chunk.get("id")
+        else:
+            chunk["id"] = self.id
+        if chunk.get("choices"):
+            chunk["model"] = call.route
+            if not self.want_usage and usage:
+                chunk.pop("usage", None)
+            if self.continued is not None and chunk["choices"][0].get("finish_reason"):
+                chunk["strata"] = {"continued": True, **self.continued}
+            return sse_event(chunk)
+        if self.want_usage and usage:
+            chunk["model"] = call.route
+            return sse_event(chunk)
+        return None
+
+    async def _continue(self, exc: StrataError) -> bytes | None:
+        """Go on on another deployment after ``exc`` broke the stream: the SSE comment that says so, or None
+        (then the stream ends with ``exc``)."""
+        resume, call = self.resume, self.call
+        if resume is None or self.text is None or not retryable(exc):
+            return None
+        self.resume = None  # once per stream
+        with anyio.CancelScope(shield=True):
+            await self.chunks.aclose()  # type: ignore[attr-defined]
+        broken, text = self.target, "".join(self.text)
+        self.carried = (call.prompt_tokens or call.prompt_estimate, call.completion_tokens or call.chunks)
+        opened = await resume.resume(self.state, call, broken, self.started, exc, text)
+        if opened is None:
+            self.attempt_open = False
+            return None
+        self.target, self.chunks, self.first, self.started = opened
+        frm, to = broken.deployment.name, self.target.deployment.name
+        self.continued = {"from": frm, "to": to, "after_chars": len(text)}
+        log.info("request %s: stream of %s broke after %d chars (%s); continued on %s", call.request_id, frm,
+                 len(text), exc.code or exc.type, to)
+        return f": strata-continued from={frm} to={to} after={len(text)} chars\n\n".encode()
+
     def _take(self, chunk: dict[str, Any]) -> Any:
         """What one chunk tells the ledger and the metrics (usage, finish, tokens and their timing)."""
         call = self.call
         self.engine_ms = openai_shaped(chunk, call.endpoint, chunk=True) or self.engine_ms
         usage = chunk.get("usage")
+        if usage and self.continued is not None and isinstance(usage, dict):
+            usage = chunk["usage"] = _summed(usage, *self.carried)
         if usage:
             call.take_usage(usage)
         choices = chunk.get("choices")
         if choices:
             if choices[0].get("finish_reason"):
                 call.finish = choices[0]["finish_reason"]
+            if self.text is not None and (choices[0].get("delta") or {}).get("tool_calls"):
+                self.text = None  # a tool call is not continued from text
             if _has_token(choices[0]):
                 call.chunks += 1
                 now = time.perf_counter()
@@ -309,8 +371,12 @@ class Relay:
                     self.state.metrics.itl.labels(call.route, call.deployment).observe(
                         now - (call.last_token or now))
                 call.last_token = now
-                if call.answer is not None:
-                    call.answer.append(_token_text(choices[0]))
+                if call.answer is not None or self.text is not None:
+                    text = _token_text(choices[0])
+                    if call.answer is not None:
+                        call.answer.append(text)
+                    if self.text is not None:
+                        self.text.append(text)
         return usage
 
 
@@ -336,6 +402,12 @@ class RelayResponse(StreamingResponse):
                 watch.stop()
             await self.relay.close()
             await self.body_iterator.aclose()  # type: ignore[attr-defined]
+
+
+def _summed(usage: dict[str, Any], prompt: int, completion: int) -> dict[str, Any]:
+    """A continuation's usage plus the broken attempt's (both prompts were processed, both outputs sent)."""
+    p, c = int(usage.get("prompt_tokens") or 0) + prompt, int(usage.get("completion_tokens") or 0) + completion
+    return {**usage, "prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
 
 
 def _token_text(choice: dict[str, Any]) -> str:

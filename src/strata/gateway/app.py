@@ -26,7 +26,7 @@ from strata.config.settings import RouteConfig, Settings
 from strata.engines.base import Engine, EngineHealth
 from strata.engines.registry import build_engine
 from strata.errors import ConfigError, InternalError, InvalidRequest, NotFound, StrataError
-from strata.gateway import admin, feedback_api, health, openai_api, openapi, policies_admin, routes_admin
+from strata.gateway import admin, feedback_api, health, openai_api, openapi, policies_admin, responses, routes_admin
 from strata.gateway.http import REQUEST_ID, error_response, request_id_of
 from strata.gateway.monitor import control_loops
 from strata.gateway.state import AppState
@@ -123,7 +123,7 @@ def create_app(settings: Settings, state: AppState | None = None) -> Starlette:
             await _shutdown(state, loops)
 
     app = Gateway(
-        routes=[*openai_api.routes, *feedback_api.routes, *admin.routes, *routes_admin.routes,
+        routes=[*openai_api.routes, *responses.routes, *feedback_api.routes, *admin.routes, *routes_admin.routes,
                 *policies_admin.routes, *health.routes, *openapi.routes],
         lifespan=lifespan,
         exception_handlers={HTTPException: _http_error, StrataError: _strata_error,  # type: ignore[dict-item]
@@ -142,7 +142,7 @@ class Gateway(Starlette):
     request); every other path goes through Starlette as usual.
     """
 
-    FAST = {f"/v1{p}": e for p, e in openai_api.FAST_PATHS.items()}
+    FAST = {**{f"/v1{p}": e for p, e in openai_api.FAST_PATHS.items()}, "/v1/responses": responses.create_response}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":

@@ -25,10 +25,11 @@ from starlette.routing import BaseRoute, Route
 from strata.config.settings import BudgetRule, DeploymentConfig, LimitRule, RouteConfig
 from strata.gateway.admin import CreateKey
 from strata.gateway.feedback_api import FeedbackRequest
+from strata.gateway.responses import ResponsesRequest
 from strata.gateway.schemas import ChatRequest, CompletionRequest, EmbeddingRequest
 
-MODELS: list[type[BaseModel]] = [ChatRequest, CompletionRequest, EmbeddingRequest, FeedbackRequest, CreateKey,
-                                 LimitRule, BudgetRule, RouteConfig, DeploymentConfig]
+MODELS: list[type[BaseModel]] = [ChatRequest, CompletionRequest, EmbeddingRequest, ResponsesRequest, FeedbackRequest,
+                                 CreateKey, LimitRule, BudgetRule, RouteConfig, DeploymentConfig]
 ERROR_STATUSES = {"400": "Invalid request", "401": "Missing or invalid key", "403": "Not allowed for this key",
                   "404": "Not found", "413": "Request body too large", "429": "Rate limit or budget exceeded"}
 UPSTREAM_STATUSES = {"502": "The engine failed", "503": "No deployment available", "504": "The engine timed out"}
@@ -55,6 +56,10 @@ OPERATIONS: dict[tuple[str, str], Op] = {
                                     "TextCompletion", stream=True, upstream=True),
     ("POST", "/v1/embeddings"): Op("Create embeddings", "inference", "key", "EmbeddingRequest", "EmbeddingList",
                                    upstream=True),
+    ("POST", "/v1/responses"): Op("Create a response (OpenAI's Responses API, served by chat engines)", "inference",
+                                  "key", "ResponsesRequest", "Response", stream=True, upstream=True),
+    ("GET", "/v1/responses/{response_id}"): Op("Retrieve a stored response made with this key", "inference", "key",
+                                               response="Response"),
     ("GET", "/v1/models"): Op("List the routes this key may use", "inference", "key", response="ModelList"),
     ("GET", "/v1/models/{model}"): Op("Retrieve one route", "inference", "key", response="Model"),
     ("POST", "/v1/feedback"): Op("Score a request you made, by its X-Request-Id", "inference", "key",
@@ -219,6 +224,8 @@ _RESPONSES: dict[str, Any] = {
     "TextCompletion": _obj("text_completion", **_ANSWER),
     "EmbeddingList": _obj("list", model=_STR, usage={"type": "object"}, data={"type": "array", "items": _obj(
         "embedding", index=_INT, embedding={"oneOf": [{"type": "array", "items": {"type": "number"}}, _STR]})}),
+    "Response": _obj("response", id=_STR, created_at=_INT, status=_STR, model=_STR, usage={"type": ["object", "null"]},
+                     output={"type": "array", "items": {"type": "object"}}),
     "Model": _obj("model", id=_STR, created=_INT, owned_by=_STR),
     "ModelList": _obj("list", data={"type": "array", "items": {"$ref": "#/components/schemas/Model"}}),
 }

@@ -36,12 +36,16 @@ from strata.routing.router import Attempts, Target
 log = logging.getLogger(__name__)
 
 
-async def admit(state: AppState, request: Request, call: CallRecord,
-                schema: type) -> tuple[dict[str, Any], Any, Attempts]:
-    """Stages before the engine: who is calling, what they ask, may they, which deployments may serve it."""
+async def admit(state: AppState, request: Request, call: CallRecord, schema: type,
+                prepare: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]] | None = None,
+                ) -> tuple[dict[str, Any], Any, Attempts]:
+    """Stages before the engine: who is calling, what they ask, may they, which deployments may serve it.
+    ``prepare`` turns another API's body into this endpoint's (the Responses API's into a chat body)."""
     call.principal = await state.auth.authenticate(request.headers.get("authorization"))
     body = await read_json(request, state.settings.server.max_body_bytes)
     call.watch = Disconnect(request.receive)  # from here on, a client that leaves cancels the request
+    if prepare is not None:
+        body = await prepare(body)
     req = validate(schema, body)
     call.user = req.user
     call.tags = parse_tags(request.headers.get("x-strata-tags"))

@@ -187,3 +187,18 @@ class JournalMark(Base):
     segment: Mapped[str] = mapped_column(String(200), primary_key=True)  # the segment's file name
     committed: Mapped[int] = mapped_column(BigInteger)  # bytes of the segment whose rows are in ``ledger``
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class StoredResponse(Base):
+    """A Responses API answer (``store: true``): the conversation up to and including it, so a later request can
+    continue it (``previous_response_id``), readable only by the key that made it, until ``expires_at``."""
+
+    __tablename__ = "responses"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    key_id: Mapped[str] = mapped_column(String(32))
+    team: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    messages: Mapped[list[Any]] = mapped_column(JSON)  # chat messages: the prior turns, the input, the answer
+    response: Mapped[dict[str, Any]] = mapped_column(JSON)  # the Response object, as GET /v1/responses/{id} shows it

@@ -6,8 +6,10 @@ made of the Responses input), ``tools`` answers with a tool call. Then one reque
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,9 @@ import openai
 import pytest
 from openai.types.responses import FunctionToolParam
 
+from strata.gateway.response_store import ResponseStore
+from strata.governance.keys import Principal
+from strata.store.db import open_database
 from tests.conftest import needs_models
 from tests.servers import StrataProcess, ledger_rows
 from tests.test_traffic import dep, eventually, gateway, route, sdk
@@ -136,6 +141,42 @@ async def test_bad_input_is_an_openai_error(client: httpx.AsyncClient) -> None:
     assert r.status_code == 400 and r.json()["error"]["param"] == "input[0]" and r.headers["x-request-id"]
     r = await client.post("/v1/responses", json={"model": "m", "input": "hi", "tools": [{"type": "web_search"}]})
     assert r.status_code == 400 and r.json()["error"]["param"] == "tools[0]"
+
+
+async def test_a_stream_that_dies_ends_with_response_failed(upstream: FaultyUpstream, tmp_path: Path) -> None:
+    async with gateway(tmp_path, route(dep("dies", upstream, "die"))) as c, sdk(c) as oai:
+        stream = await oai.responses.create(model="m", input="hi", stream=True,
+                                            extra_headers={"X-Request-Id": "resp-died"})
+        events = [e async for e in stream]
+        assert [e.type for e in events][-2:] == ["error", "response.failed"]
+        assert events[-1].response.status == "failed"  # type: ignore[union-attr]
+        assert "".join(e.delta for e in events if e.type == "response.output_text.delta")  # what came first
+        with pytest.raises(openai.InternalServerError) as got:  # the JSON answer: OpenAI's error, 502
+            await oai.responses.create(model="m", input="hi")
+        assert got.value.status_code == 502 and got.value.response.headers["x-request-id"]
+    rows = await eventually(lambda: [x for x in ledger_rows(tmp_path) if x["route"] == "m"] or None, "rows")
+    assert sorted(r["status"] for r in rows) == [502, 502]
+
+
+async def test_limits_apply_to_responses(upstream: FaultyUpstream, tmp_path: Path) -> None:
+    async with gateway(tmp_path, route(dep("echo", upstream, "echo")), limits=[{"scope": "key", "rpm": 1}]) as c:
+        secret = (await c.post("/admin/keys", json={"name": "svc", "team": "search"})).json()["key"]
+        async with sdk(c) as oai:
+            mine = oai.with_options(api_key=secret)
+            await mine.responses.create(model="m", input="one")
+            with pytest.raises(openai.RateLimitError):
+                await mine.responses.create(model="m", input="two")
+
+
+def test_a_stored_response_expires_after_its_ttl(tmp_path: Path) -> None:
+    now = [1_000_000.0]
+    store = ResponseStore(open_database(f"sqlite:///{tmp_path}/r.db"), ttl=timedelta(hours=1), clock=lambda: now[0])
+    who = Principal("k1", "svc", "search", None, False)
+    asyncio.run(store.put("resp_1", who, [{"role": "user", "content": "hi"}], {"id": "resp_1"}))
+    now[0] += 3599
+    assert asyncio.run(store.get("resp_1", who)) is not None
+    now[0] += 2
+    assert asyncio.run(store.get("resp_1", who)) is None
 
 
 @needs_models

@@ -158,6 +158,19 @@ async def test_a_stream_that_dies_ends_with_response_failed(upstream: FaultyUpst
     assert sorted(r["status"] for r in rows) == [502, 502]
 
 
+async def test_the_routes_exact_cache_answers_a_repeated_request(upstream: FaultyUpstream, tmp_path: Path) -> None:
+    async with gateway(tmp_path, route(dep("fixed", upstream, "ok"), cache={"exact": True})) as c, sdk(c) as oai:
+        before = upstream.hits
+        first = await oai.responses.create(model="m", input="hi", temperature=0)
+        raw = await oai.responses.with_raw_response.create(model="m", input="hi", temperature=0)
+        stream = await oai.responses.create(model="m", input="hi", temperature=0, stream=True)
+        events = [e async for e in stream]
+    assert upstream.hits - before == 1
+    assert raw.headers["x-strata-cache"] == "hit" and raw.parse().output_text == first.output_text == REPLY
+    assert "".join(e.delta for e in events if e.type == "response.output_text.delta") == REPLY
+    assert events[-1].type == "response.completed"
+
+
 async def test_limits_apply_to_responses(upstream: FaultyUpstream, tmp_path: Path) -> None:
     async with gateway(tmp_path, route(dep("echo", upstream, "echo")), limits=[{"scope": "key", "rpm": 1}]) as c:
         secret = (await c.post("/admin/keys", json={"name": "svc", "team": "search"})).json()["key"]

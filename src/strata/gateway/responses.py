@@ -22,15 +22,24 @@ from typing import Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from strata.errors import InvalidRequest, NotFound, StrataError
 from strata.gateway.attempt import call_engine, end, timed
+from strata.gateway.cache import Entry, replay
 from strata.gateway.context import CallRecord, estimate_prompt_tokens
-from strata.gateway.http import error_response, json_response, request_id_of
-from strata.gateway.openai_api import Relay, RelayResponse, _cancelled, _first_chunk, _internal_error
-from strata.gateway.pipeline import account, admit
+from strata.gateway.http import error_response, json_response, request_id_of, sse_event
+from strata.gateway.openai_api import (
+    Relay,
+    RelayResponse,
+    _cache_lookup,
+    _cancelled,
+    _done,
+    _first_chunk,
+    _internal_error,
+)
+from strata.gateway.pipeline import admit
 from strata.gateway.response_store import ResponseStore
 from strata.gateway.schemas import ChatRequest, openai_shaped, validate
 from strata.gateway.state import AppState
@@ -317,6 +326,8 @@ async def create_response(request: Request) -> Response:
     try:
         body, req, attempts = await admit(state, request, call, ChatRequest, prepare)
         assert turn is not None
+        if attempts.route.cache.exact and (hit := await _cache_lookup(state, request, call, attempts.route, body)):
+            return await _from_cache(turn, call, store, hit)
         if req.stream:
             call.prompt_estimate = estimate_prompt_tokens(body)
             body["stream_options"] = {"include_usage": True}
@@ -333,6 +344,9 @@ async def create_response(request: Request) -> Response:
         end(state, call, target, started)
         openai_shaped(result, "chat")
         call.take_usage(result.get("usage"))
+        result["model"] = call.route
+        if call.cache_key is not None:
+            call.cached = result
         return await _answer(turn, call, store, result)
     except StrataError as exc:
         call.fail(exc)
@@ -345,7 +359,25 @@ async def create_response(request: Request) -> Response:
         if not streaming:
             if call.watch is not None:
                 call.watch.stop()
-            account(state, call, target)
+            _done(state, call, target, None)  # account; and cache the answer when the route caches
+
+
+async def _from_cache(turn: Turn, call: CallRecord, store: ResponseStore, entry: Entry) -> Response:
+    """The route's exact (or semantic) cache had the chat answer: as a Responses answer or stream."""
+    call.role, call.saved, call.cache_key = "cache", entry.cost, None
+    call.take_usage(entry.response.get("usage"))
+    call.headers = {**(call.headers or {}), "x-strata-cache": "hit"}
+    if not turn.req.stream:
+        return await _answer(turn, call, store, entry.response)
+    call.first_token = call.last_token = time.perf_counter()
+    chunks = [sse_event(c) for c in replay("chat", entry.response, False)]
+
+    async def replayed() -> AsyncIterator[bytes]:
+        for c in chunks:
+            yield c
+
+    return StreamingResponse(events(replayed(), turn, call, store), media_type="text/event-stream",
+                             headers={"x-request-id": call.request_id, "cache-control": "no-cache", **call.headers})
 
 
 async def _answer(turn: Turn, call: CallRecord, store: ResponseStore, result: dict[str, Any]) -> Response:

@@ -128,7 +128,7 @@ async def run(cuts: list[int], max_tokens: int) -> dict[str, Any]:
             for cut in cuts:
                 cutter.cut = cut
                 same = marked = same_continued = 0
-                examples = []
+                examples: list[dict[str, str]] = []
                 for prompt, unbroken in zip(PROMPTS, whole, strict=True):
                     spliced, continued = await answer(s, proc.url, "spliced", prompt, max_tokens)
                     marked += continued

@@ -13,7 +13,8 @@ from typing import Any
 import openai
 import pytest
 
-from tests.servers import ledger_rows
+from tests.conftest import needs_models
+from tests.servers import StrataProcess, ledger_rows
 from tests.test_traffic import FAST_RETRY, HI, attempts_of, dep, eventually, gateway, route, sdk
 from tests.upstreams import REPLY, FaultyUpstream
 
@@ -111,3 +112,26 @@ async def test_without_the_option_a_dying_stream_is_not_continued(ups: dict[str,
             raw = (await r.aread()).decode()
     assert "strata-continued" not in raw and '"bad_gateway"' in raw
     assert ups["b"].hits == 0
+
+
+@needs_models
+def test_the_bundled_model_continues_a_broken_stream(upstream: FaultyUpstream, tmp_path: Path) -> None:
+    """llama.cpp (xllamacpp) prefills the trailing assistant message: the continuation goes on from the prefix
+    the broken upstream sent, it does not start a new answer."""
+    local = {"type": "llamacpp", "model": "bundled:smollm2", "n_parallel": 1, "n_ctx": 1024, "threads": 2}
+    config = {"routes": [{"name": "m", "continue_streams": True, "deployments": [
+        {"name": "main", "engine": {"type": "openai", "base_url": upstream.base_url, "model": "die"}},
+        {"name": "local", "role": "fallback", "engine": local}]}]}
+    proc = StrataProcess(tmp_path, config).start(ready_timeout=300)
+    try:
+        stream = proc.client(timeout=120).chat.completions.create(
+            model="m", stream=True, temperature=0, max_tokens=24,
+            messages=[{"role": "user", "content": 'Repeat exactly: "Hello from the other side of the world."'}])
+        chunks = list(stream)
+    finally:
+        proc.stop()
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    finals = [c for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert text.startswith("Hello from") and len(text) > len("Hello from"), text
+    assert not text[len("Hello from"):].lstrip(' "').startswith("Hello"), f"a new answer, not a continuation: {text}"
+    assert (finals[-1].model_extra or {})["strata"]["to"] == "local"

@@ -70,13 +70,10 @@ async def _generation(request: Request, kind: Kind, schema: type) -> Response:
                                          **(call.headers or {})})
         target, response = await _answer(state, call, req, body, attempts, lambda t: t.engine.generate(kind, body))
         return response
-    except StrataError as exc:
-        call.fail(exc)
-        return error_response(exc, call.request_id)
     except asyncio.CancelledError:
         return _cancelled(call)
     except Exception as exc:
-        return _internal_error(call, exc)
+        return failed(call, exc)
     finally:
         if not streaming:
             if call.watch is not None:
@@ -91,6 +88,14 @@ def _cancelled(call: CallRecord) -> Response:
     if call.watch is None or not call.watch.stop():
         raise  # noqa: PLE0704 (the CancelledError being handled by the caller)
     return Gone()
+
+
+def failed(call: CallRecord, exc: Exception) -> Response:
+    """The answer to a request that raised: its own error for a ``StrataError``, else an internal error."""
+    if isinstance(exc, StrataError):
+        call.fail(exc)
+        return error_response(exc, call.request_id)
+    return _internal_error(call, exc)
 
 
 def _internal_error(call: CallRecord, exc: Exception) -> Response:
@@ -201,13 +206,10 @@ async def embeddings(request: Request) -> Response:
         body, req, attempts = await admit(state, request, call, EmbeddingRequest)
         target, response = await _answer(state, call, req, body, attempts, lambda t: t.engine.embed(body))
         return response
-    except StrataError as exc:
-        call.fail(exc)
-        return error_response(exc, call.request_id)
     except asyncio.CancelledError:
         return _cancelled(call)
     except Exception as exc:
-        return _internal_error(call, exc)
+        return failed(call, exc)
     finally:
         if call.watch is not None:
             call.watch.stop()

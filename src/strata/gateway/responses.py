@@ -37,7 +37,7 @@ from strata.gateway.openai_api import (
     _cancelled,
     _done,
     _first_chunk,
-    _internal_error,
+    failed,
 )
 from strata.gateway.pipeline import admit
 from strata.gateway.response_store import ResponseStore
@@ -348,13 +348,10 @@ async def create_response(request: Request) -> Response:
         if call.cache_key is not None:
             call.cached = result
         return await _answer(turn, call, store, result)
-    except StrataError as exc:
-        call.fail(exc)
-        return error_response(exc, call.request_id)
     except asyncio.CancelledError:
         return _cancelled(call)
     except Exception as exc:
-        return _internal_error(call, exc)
+        return failed(call, exc)
     finally:
         if not streaming:
             if call.watch is not None:

@@ -330,7 +330,8 @@ async def test_alerts_fire_once_per_threshold_under_concurrency(upstream: Faulty
     is crossed once and reported once, and the refusals that follow report ``budget_exceeded`` once."""
     budgets = [{"scope": "tag", "subject": "feature=alerts", "period": "day", "cap_usd": 0.03}]
     hi = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 1, "tags": "feature=alerts"}
-    async with gateway(tmp_path, priced(upstream), state=state_cfg, budgets=budgets) as client:
+    slow = route(dep("d", upstream, "slow", price=PRICE))  # answers after 0.3 s: the whole burst is in flight
+    async with gateway(tmp_path, slow, state=state_cfg, budgets=budgets) as client:
         for _ in range(2):
             burst = await asyncio.gather(*(ask(client, **hi) for _ in range(64)))
             assert any(r.status_code == 429 for r in burst)

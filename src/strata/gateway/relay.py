@@ -1,5 +1,5 @@
-"""The relay of a stream from the engine to the client (``Relay``, ``RelayResponse``), and what ends every
-generation request (``_done``: accounting, caching, shadowing)."""
+"""The relay of a stream from the engine to the client (``Relay``, ``RelayResponse``); when the stream ends,
+however it ends, the relay runs the request's way out through the stages (``pipeline.stage.finish``)."""
 
 from __future__ import annotations
 
@@ -14,36 +14,18 @@ from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from strata.errors import InternalError, StrataError
-from strata.gateway.attempt import ClientGone, end_stream, retryable
-from strata.gateway.cache import assembled, share
-from strata.gateway.context import CallRecord
-from strata.gateway.continuation import Continuation
+from strata.gateway.cache import assembled
 from strata.gateway.http import SSE_DONE, sse_event
-from strata.gateway.pipeline import account
 from strata.gateway.schemas import openai_shaped
-from strata.gateway.shadow import mirror
-from strata.gateway.state import AppState
-from strata.routing.router import Deployment, Target
+from strata.pipeline.attempt import ClientGone, end_stream, retryable
+from strata.pipeline.continuation import Continuation
+from strata.pipeline.flow import Flow
+from strata.pipeline.record import CallRecord
+from strata.pipeline.stage import finish
+from strata.routing.router import Target
 
 log = logging.getLogger(__name__)
 DISCONNECTED = ClientGone("The client disconnected.")
-
-
-def _done(state: AppState, call: CallRecord, target: Target | None,
-          shadow: tuple[Deployment, dict[str, Any]] | None) -> None:
-    """Account for the request; then, if it was served: cache it, and start its shadow if mirrored."""
-    account(state, call, target)
-    if call.status != 200:
-        return
-    if call.cache_key is not None and call.cached is not None and target is not None:
-        entry = state.cache.put(target.route.cache, call.cache_key, call.cached, call.cost)
-        if state.shared.remote is not None:  # other replicas may serve it too
-            share(state, target.route.cache, call.cache_key, entry)
-        if call.semantic is not None:
-            key, vector, text = call.semantic
-            state.semantic.put(key, vector, text, entry, target.route.cache.max_entries)
-    if shadow is not None:
-        mirror(state, call, shadow[0], call.endpoint, shadow[1])  # type: ignore[arg-type]
 
 
 def _engine_time(call: CallRecord, ms: float) -> None:
@@ -63,14 +45,15 @@ class Relay:
     an SSE comment ``: strata-continued from=A to=B after=N chars``, and the chunk with the finish reason
     carries ``"strata": {"continued": true, ...}``."""
 
-    __slots__ = ("state", "call", "target", "chunks", "first", "want_usage", "started", "shadow", "outcome",
+    __slots__ = ("flow", "state", "call", "target", "chunks", "first", "want_usage", "started", "outcome",
                  "closed", "engine_ms", "resume", "text", "id", "continued", "carried", "attempt_open")
 
-    def __init__(self, state: AppState, call: CallRecord, target: Target, chunks: AsyncIterator[dict[str, Any]],
+    def __init__(self, flow: Flow, target: Target, chunks: AsyncIterator[dict[str, Any]],
                  first: dict[str, Any] | None, want_usage: bool, started: float,
-                 shadow: tuple[Deployment, dict[str, Any]] | None, resume: Continuation | None = None) -> None:
-        self.state, self.call, self.target, self.chunks, self.first = state, call, target, chunks, first
-        self.want_usage, self.started, self.shadow = want_usage, started, shadow
+                 resume: Continuation | None = None) -> None:
+        self.flow, self.state, self.call = flow, flow.state, flow.call
+        self.target, self.chunks, self.first = target, chunks, first
+        self.want_usage, self.started = want_usage, started
         self.outcome: StrataError | None = DISCONNECTED  # until the stream ends otherwise
         self.closed = False
         self.engine_ms: float | None = None  # the engine's own time, from its last chunk (llama.cpp's timings)
@@ -98,7 +81,10 @@ class Relay:
         if self.engine_ms is not None:
             _engine_time(call, self.engine_ms)
         call.settle_stream_usage()
-        _done(state, call, target, self.shadow)
+        if self.continued is not None and call.trace is not None and self.flow.root is not None:
+            self.flow.root.set("strata.continued", True)
+        self.flow.target = target
+        finish(self.flow.stages, self.flow)
         with anyio.CancelScope(shield=True):
             await self.chunks.aclose()  # type: ignore[attr-defined]
 

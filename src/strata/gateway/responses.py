@@ -1,21 +1,20 @@
 """``POST /v1/responses`` and ``GET /v1/responses/{id}``: OpenAI's Responses API, served by chat engines.
 
-A Responses request becomes a chat body (``to_chat``) inside ``pipeline.admit`` and then goes the chat
+A Responses request becomes a chat body (``to_chat``) in the ``parse`` stage and then goes the chat
 completions' way: the same authentication, limits and budgets, routing, attempts (retries, fallbacks), ledger
 row and metrics (its ledger endpoint is ``chat``). The answer is turned back into Responses output items
 (``output``): the text as a ``message`` item, each chat ``tool_call`` as a ``function_call`` item; in a request,
 ``function_call`` items become an assistant message's ``tool_calls`` and ``function_call_output`` items
-``role: tool`` messages. A stream is the chat relay's (``openai_api.Relay``, which releases every hold however
+``role: tool`` messages. A stream is the chat relay's (``gateway.relay.Relay``, which releases every hold however
 the stream ends), re-told as Responses events. With ``store`` (the default) the conversation is kept
 (``response_store``) for ``previous_response_id`` and ``GET /v1/responses/{id}``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -26,23 +25,16 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from strata.errors import InvalidRequest, NotFound, StrataError
-from strata.gateway.attempt import call_engine, end, timed
 from strata.gateway.cache import Entry, replay
-from strata.gateway.context import CallRecord, estimate_prompt_tokens
 from strata.gateway.http import error_response, json_response, request_id_of, sse_event
-from strata.gateway.openai_api import (
-    Relay,
-    RelayResponse,
-    _cache_lookup,
-    _cancelled,
-    _done,
-    _first_chunk,
-    failed,
-)
-from strata.gateway.pipeline import admit
+from strata.gateway.relay import Relay, RelayResponse
 from strata.gateway.response_store import ResponseStore
-from strata.gateway.schemas import ChatRequest, openai_shaped, validate
+from strata.gateway.schemas import ChatRequest, validate
 from strata.gateway.state import AppState
+from strata.pipeline.flow import Flow
+from strata.pipeline.record import CallRecord
+from strata.pipeline.stage import run
+from strata.pipeline.stages import STAGES
 from strata.routing.router import Target
 
 
@@ -302,20 +294,24 @@ def store_of(request: Request) -> ResponseStore:
     return store
 
 
-async def create_response(request: Request) -> Response:
-    state: AppState = request.app.state.strata
-    store = store_of(request)
-    call = CallRecord(request_id_of(request, state.new_id), "chat")
-    target: Target | None = None
-    streaming = False
-    turn: Turn | None = None
+class ResponsesSurface:
+    """The Responses API on the chat path: its request becomes a chat body, the chat answer (or stream)
+    becomes Responses output items (or events), and the conversation is stored for ``previous_response_id``."""
 
-    async def prepare(raw: dict[str, Any]) -> dict[str, Any]:
-        nonlocal turn
-        turn = Turn(validate(ResponsesRequest, raw))
+    kind = operation = "chat"
+    schema = ChatRequest
+    cacheable = True
+    shadowed = continuable = False
+
+    def __init__(self, store: ResponseStore) -> None:
+        self.store = store
+        self.turn: Turn | None = None
+
+    async def prepare(self, flow: Flow, raw: dict[str, Any]) -> dict[str, Any]:
+        turn = self.turn = Turn(validate(ResponsesRequest, raw))
         if turn.req.previous_response_id is not None:
-            assert call.principal is not None
-            row = await store.get(turn.req.previous_response_id, call.principal)
+            assert flow.call.principal is not None
+            row = await self.store.get(turn.req.previous_response_id, flow.call.principal)
             if row is None:
                 raise NotFound(f"Previous response with id '{turn.req.previous_response_id}' not found.",
                                param="previous_response_id", code="previous_response_not_found")
@@ -323,46 +319,37 @@ async def create_response(request: Request) -> Response:
         body, turn.input = to_chat(turn.req, turn.prior)
         return body
 
-    try:
-        body, req, attempts = await admit(state, request, call, ChatRequest, prepare)
-        assert turn is not None
-        if attempts.route.cache.exact and (hit := await _cache_lookup(state, request, call, attempts.route, body)):
-            return await _from_cache(turn, call, store, hit)
-        if req.stream:
-            call.prompt_estimate = estimate_prompt_tokens(body)
-            body["stream_options"] = {"include_usage": True}
-            target, (chunks, first, started) = await call_engine(
-                state, call, req, body, attempts, lambda t: _first_chunk(t, "chat", body))
-            streaming = True  # from here on, the relay releases what the request holds
-            relay = Relay(state, call, target, chunks, first, True, started, None)
-            response = RelayResponse(relay, {"x-request-id": call.request_id, "cache-control": "no-cache",
-                                             **(call.headers or {})})
-            response.body_iterator = events(relay.events(), turn, call, store)
-            return response
-        target, (result, started) = await call_engine(state, call, req, body, attempts,
-                                                      lambda t: timed(t.engine.generate("chat", body)))
-        end(state, call, target, started)
-        openai_shaped(result, "chat")
-        call.take_usage(result.get("usage"))
-        result["model"] = call.route
-        if call.cache_key is not None:
-            call.cached = result
-        return await _answer(turn, call, store, result)
-    except asyncio.CancelledError:
-        return _cancelled(call)
-    except Exception as exc:
-        return failed(call, exc)
-    finally:
-        if not streaming:
-            if call.watch is not None:
-                call.watch.stop()
-            _done(state, call, target, None)  # account; and cache the answer when the route caches
+    def engine_call(self, flow: Flow, target: Target) -> Awaitable[dict[str, Any]]:
+        assert flow.body is not None
+        return target.engine.generate("chat", flow.body)
+
+    async def answer(self, flow: Flow, result: dict[str, Any]) -> Response:
+        assert self.turn is not None
+        return await _answer(self.turn, flow.call, self.store, result)
+
+    def stream(self, flow: Flow, relay: Relay) -> Response:
+        assert self.turn is not None
+        call = flow.call
+        relay.want_usage = True
+        response = RelayResponse(relay, {"x-request-id": call.request_id, "cache-control": "no-cache",
+                                         **(call.headers or {})})
+        response.body_iterator = events(relay.events(), self.turn, call, self.store)
+        return response
+
+    async def cached(self, flow: Flow, entry: Entry) -> Response:
+        assert self.turn is not None
+        return await _from_cache(self.turn, flow.call, self.store, entry)
+
+
+async def create_response(request: Request) -> Response:
+    state: AppState = request.app.state.strata
+    call = CallRecord(request_id_of(request, state.new_id), "chat")
+    call.trace = state.tracer.begin(request.headers.get("traceparent"), call.request_id)
+    return await run(STAGES, Flow(state, request, call, ResponsesSurface(store_of(request))))
 
 
 async def _from_cache(turn: Turn, call: CallRecord, store: ResponseStore, entry: Entry) -> Response:
     """The route's exact (or semantic) cache had the chat answer: as a Responses answer or stream."""
-    call.role, call.saved, call.cache_key = "cache", entry.cost, None
-    call.take_usage(entry.response.get("usage"))
     call.headers = {**(call.headers or {}), "x-strata-cache": "hit"}
     if not turn.req.stream:
         return await _answer(turn, call, store, entry.response)

@@ -23,10 +23,10 @@ from sqlalchemy.orm import Session
 
 from strata.engines.base import Kind
 from strata.errors import StrataError
-from strata.gateway.attempt import begin, end
-from strata.gateway.context import CallRecord
-from strata.gateway.pipeline import account
 from strata.gateway.state import AppState
+from strata.pipeline.account import account
+from strata.pipeline.attempt import begin, end
+from strata.pipeline.record import CallRecord
 from strata.routing.analysis import quantile
 from strata.routing.router import Deployment, Target
 from strata.store.tables import ShadowResult

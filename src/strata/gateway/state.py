@@ -13,7 +13,6 @@ from sqlalchemy import Engine as DbEngine
 from strata.config.settings import Settings
 from strata.engines.base import Engine, EngineHealth
 from strata.gateway.cache import ExactCache
-from strata.gateway.context import CallRecord, RequestIds
 from strata.gateway.semantic import SemanticCache
 from strata.governance.auth import Authenticator
 from strata.governance.governor import Governor
@@ -22,6 +21,8 @@ from strata.governance.policies import PolicyStore
 from strata.observe.events import EventStore
 from strata.observe.ledger import LedgerWriter
 from strata.observe.metrics import Metrics
+from strata.observe.tracing import Tracer, TracingSettings
+from strata.pipeline.record import CallRecord, RequestIds
 from strata.routing.changes import RouteChangeStore
 from strata.routing.complexity import Embed, Scorer, TransparentScorer
 from strata.routing.outlier import CallerOutliers
@@ -46,6 +47,7 @@ class AppState:
     shared: SharedState
     policies: PolicyStore
     governor: Governor
+    tracer: Tracer = field(default_factory=lambda: Tracer(TracingSettings(enabled=False), None))
     new_id: RequestIds = field(default_factory=RequestIds)
     started_at: float = field(default_factory=time.time)
     health: dict[str, EngineHealth] = field(default_factory=dict)
@@ -80,7 +82,7 @@ class AppState:
             return None
 
         async def embed(texts: list[str], parent: CallRecord | None = None) -> list[list[float]]:
-            from strata.gateway.pipeline import internal  # the pipeline is built on this state
+            from strata.pipeline.internal import internal  # the pipeline is built on this state
 
             body: dict[str, Any] = {"model": "", "input": texts}
             result = await internal(self, parent, route_name, "embedding", "embeddings", body,

@@ -15,7 +15,7 @@ from typing import Any
 
 from strata.config.settings import ContextConfig, RouteConfig
 from strata.errors import InvalidRequest
-from strata.gateway.context import estimate_prompt_tokens
+from strata.pipeline.record import estimate_prompt_tokens
 
 log = logging.getLogger(__name__)
 MARGIN = 1.1

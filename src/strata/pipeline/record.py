@@ -75,6 +75,9 @@ class CallRecord:
     cached_tokens: int | None = None  # prompt tokens the engine reused from its prompt cache
     semantic: Any = None  # semantic cache miss: (context key, vector, question) to store the answer under
     watch: Any = None  # http.Disconnect: cancels the request when its client leaves (from its body on)
+    trace: Any = None  # observe.tracing.Trace of the request, when it is traced
+    span: Any = None  # the span now running (a stage's): the parent of the spans it starts
+    attempt_span: Any = None  # the span of the engine attempt in flight
 
     @property
     def answer_text(self) -> str | None:

@@ -15,8 +15,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from strata.errors import InternalError, InvalidRequest, RateLimited, StrataError, UpstreamError, UpstreamTimeout
-from strata.gateway.context import CallRecord, estimate_prompt_tokens
 from strata.gateway.state import AppState
+from strata.pipeline.record import CallRecord, estimate_prompt_tokens
 from strata.routing.router import Attempts, Target
 
 T = TypeVar("T")

@@ -18,9 +18,9 @@ from typing import Any
 
 from strata.engines.base import Kind
 from strata.errors import StrataError
-from strata.gateway.attempt import call_engine, end, judge
-from strata.gateway.context import CallRecord
 from strata.gateway.state import AppState
+from strata.pipeline.attempt import call_engine, end, judge
+from strata.pipeline.record import CallRecord
 from strata.routing.router import Attempts, Target
 
 Opened = tuple[Target, AsyncIterator[dict[str, Any]], dict[str, Any] | None, float]

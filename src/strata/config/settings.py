@@ -20,6 +20,7 @@ from pydantic_settings import (
 
 from strata.config.engines import EngineField, LlamaCppEngineConfig, SentenceTransformersEngineConfig
 from strata.errors import ConfigError
+from strata.observe.tracing import TracingSettings
 
 
 class _Strict(BaseModel):
@@ -393,6 +394,7 @@ class Settings(BaseSettings):
     limits: list[LimitRule] = Field(default_factory=list, description="Rate limits (more at run time: strata limits)")
     budgets: list[BudgetRule] = Field(default_factory=list, description="Spend caps (more at run time: strata budgets)")
     cost_alerts: CostAlertSettings = CostAlertSettings()
+    tracing: TracingSettings = TracingSettings()
     routes: list[RouteConfig] = Field(default_factory=default_routes, min_length=1)
 
     @model_validator(mode="after")

@@ -66,6 +66,10 @@ class Metrics:
                               registry=r)
         self.state_errors = Counter("strata_state_backend_errors_total", "Failed shared-state (Redis) calls",
                                     registry=r)
+        self.traces_dropped = Counter("strata_traces_dropped_total", "Finished traces dropped because the export "
+                                      "queue was full", registry=r)
+        self.trace_export_failures = Counter("strata_trace_export_failures_total", "Spans an OTLP export gave up "
+                                             "on after its retries", registry=r)
         self.limited = Counter("strata_rate_limited_total", "Requests refused by a rate limit or budget",
                                ["scope", "kind"], registry=r)
         self.cache = Counter("strata_cache_requests_total", "Exact-cache lookups by result (hit, miss, bypass)",

@@ -147,11 +147,10 @@ class Tracer:
     """Starts traces (``begin``) and hands finished ones to the exporter (``finish``). With tracing off, or a
     request not sampled, ``begin`` returns None and the request makes no span at all."""
 
-    def __init__(self, cfg: TracingSettings, exporter: TraceExporter | None,
-                 on_drop: Any = None) -> None:
+    def __init__(self, cfg: TracingSettings, exporter: TraceExporter | None, store: Any = None) -> None:
         self.cfg = cfg
         self.exporter = exporter
-        self.on_drop = on_drop
+        self.store = store  # observe.trace_store.TraceStore, when traces are kept in Strata's database
 
     @property
     def active(self) -> bool:

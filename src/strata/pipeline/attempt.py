@@ -1,4 +1,5 @@
-"""The "call engine" stage: try the route's deployments until one answers, before the first byte.
+"""The attempt machinery of the ``call`` stage (and of internal calls): try the route's deployments until one
+answers, before the first byte.
 
 Retries on upstream failures (connection errors, 5xx, timeouts, an upstream's 429) with jittered,
 doubling backoff, then walks the fallbacks; never after the first byte has reached the client. A
@@ -17,6 +18,7 @@ from typing import Any, TypeVar
 from strata.errors import InternalError, InvalidRequest, RateLimited, StrataError, UpstreamError, UpstreamTimeout
 from strata.gateway.state import AppState
 from strata.pipeline.record import CallRecord, estimate_prompt_tokens
+from strata.pipeline.telemetry import attempt_span
 from strata.routing.router import Attempts, Target
 
 T = TypeVar("T")
@@ -66,6 +68,8 @@ async def call_engine(state: AppState, call: CallRecord, req: Any, body: dict[st
             call.role = target.deployment.role
             call.model = target.engine.model
             body["model"] = target.engine.model
+            if call.trace is not None:
+                call.attempt_span = attempt_span(call, target, call.endpoint, len(call.attempts) + 1)
             started = begin(target)
             try:
                 result = await _within(fn(target), deadline, route.name)
@@ -205,6 +209,11 @@ def end(state: AppState, call: CallRecord, target: Target, started: float, exc: 
         else:
             breaker.success()  # the upstream answered (e.g. a 400 for a bad request): it is alive
     state.metrics.attempts.labels(name, outcome).inc()
+    if (span := call.attempt_span) is not None:
+        call.attempt_span = None
+        span.attrs["strata.outcome"] = outcome
+        span.attrs["http.response.status_code"] = 200 if exc is None else exc.status
+        span.end(None if exc is None else outcome)
     call.attempts.append({"deployment": name, "outcome": outcome, "status": 200 if exc is None else exc.status,
                           "ms": round((time.perf_counter() - started) * 1000, 2)})
 

@@ -69,6 +69,7 @@ class LedgerRow(Base):
     route_score: Mapped[float | None] = mapped_column(Float, nullable=True)  # complexity score, 0..1
     saved_usd: Mapped[float | None] = mapped_column(Float, nullable=True)  # a cache hit: cost it avoided
     cached_tokens: Mapped[int | None] = mapped_column(Integer, nullable=True)  # prompt tokens from the engine's cache
+    trace_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)  # its trace (hex), if traced
 
     __table_args__ = (
         Index("ix_ledger_started_at", "started_at"),
@@ -202,3 +203,22 @@ class StoredResponse(Base):
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
     messages: Mapped[list[Any]] = mapped_column(JSON)  # chat messages: the prior turns, the input, the answer
     response: Mapped[dict[str, Any]] = mapped_column(JSON)  # the Response object, as GET /v1/responses/{id} shows it
+
+
+class TraceRow(Base):
+    """A request's trace (``observe.trace_store``): its root span's summary in columns, every span in ``spans``.
+
+    Keyed by its own id, not the trace id: requests that continue one client ``traceparent`` share a trace id.
+    """
+
+    __tablename__ = "traces"
+
+    id: Mapped[int] = id_column()
+    trace_id: Mapped[str] = mapped_column(String(32), index=True)  # W3C trace id, hex
+    request_id: Mapped[str] = mapped_column(String(128), index=True)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    duration_ms: Mapped[float] = mapped_column(Float)
+    name: Mapped[str] = mapped_column(String(200))  # the root span's: "chat <route>", ...
+    route: Mapped[str | None] = mapped_column(String(200), nullable=True, index=True)
+    status: Mapped[int | None] = mapped_column(Integer, nullable=True)  # the root's http.response.status_code
+    spans: Mapped[list[dict[str, Any]]] = mapped_column(JSON)  # Span.to_dict() of each, the root first

@@ -1,0 +1,215 @@
+"""Strata's own trace store: the newest traces in the ``traces`` table, for ``strata traces`` and
+``GET /admin/traces``, so a slow or failed request can be looked at without running a collector.
+
+A ``TraceSink`` (``observe.tracing``): the exporter thread hands it a batch, written as multi-row INSERTs
+in one transaction (the ledger's reason, ``observe.ledger_sql``: one GIL hand-off per statement, not per
+row). The table is kept at ``max_traces``: once about a tenth more have been written, a count and, if
+needed, one DELETE of the oldest; so between prunes it holds at most ~110 % of ``max_traces``.
+
+One row per request. Requests that continue one client ``traceparent`` share a trace id, so a trace id
+can name several rows; ``get`` merges them into one tree (a request id names one request).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import threading
+from collections import deque
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from sqlalchemy import Connection, Engine, delete, func, or_, select
+
+from strata.observe.ledger_sql import chunk_sizes
+from strata.observe.tracing import Span, Trace
+from strata.store.tables import TraceRow
+
+log = logging.getLogger(__name__)
+TRACE_ID = re.compile(r"^[0-9a-f]{32}$")
+COLUMNS = ["trace_id", "request_id", "started_at", "duration_ms", "name", "route", "status", "spans"]
+SUMMARY = [getattr(TraceRow, c) for c in COLUMNS if c != "spans"]
+MAX_LIMIT = 1000
+Rows = list[dict[str, Any]]  # ``TraceStore.list`` hides the builtin inside the class
+
+
+class TraceStore:
+    """``TraceStore(max_traces)``: the newest traces of this process, in memory; ``TraceStore(max_traces, db)``:
+    in the database's ``traces`` table (shared by replicas, kept across restarts)."""
+
+    def __init__(self, max_traces: int, db: Engine | None = None) -> None:
+        self.db = db
+        self.max_traces = max_traces
+        self.slack = max(1, max_traces // 10)  # rows written between two counts
+        self._unchecked = self.slack  # count at the first export: the table may hold a previous run's rows
+        self._lock = threading.Lock()  # export (exporter thread) against close (shutdown) and reads
+        self._memory: deque[dict[str, Any]] = deque(maxlen=max_traces)
+
+    # --- write side (the exporter's thread) --------------------------------------------------------------
+
+    def export(self, traces: Sequence[Trace]) -> None:
+        rows = [_row(t) for t in traces if t.spans]
+        if not rows:
+            return
+        if self.db is None:
+            with self._lock:
+                self._memory.extend({**r, "spans": orjson.loads(r["spans"])} for r in rows)
+            return
+        with self._lock, self.db.begin() as conn:
+            _insert(conn, rows)
+            self._unchecked += len(rows)
+            if self._unchecked >= self.slack:
+                self._prune(conn)
+
+    def close(self) -> None:
+        if self.db is None:
+            return
+        with self._lock, self.db.begin() as conn:
+            self._prune(conn)
+
+    def _prune(self, conn: Connection) -> None:
+        """Delete all but the newest ``max_traces`` rows (by start, then insertion order)."""
+        self._unchecked = 0
+        if (conn.scalar(select(func.count()).select_from(TraceRow)) or 0) <= self.max_traces:
+            return
+        cut = conn.execute(select(TraceRow.started_at, TraceRow.id)
+                           .order_by(TraceRow.started_at.desc(), TraceRow.id.desc())
+                           .offset(self.max_traces).limit(1)).first()
+        if cut is not None:
+            gone = conn.execute(delete(TraceRow).where(or_(
+                TraceRow.started_at < cut.started_at,
+                (TraceRow.started_at == cut.started_at) & (TraceRow.id <= cut.id))))
+            log.debug("trace store: pruned %d traces", gone.rowcount)
+
+    # --- read side (admin API, CLI) ----------------------------------------------------------------------
+
+    def list(self, request_id: str | None = None, route: str | None = None, status: int | None = None,
+             min_duration_ms: float | None = None, limit: int = 50) -> Rows:
+        """Summaries of the newest traces that match, newest first (no spans)."""
+        limit = max(1, min(limit, MAX_LIMIT))
+        if self.db is None:
+            with self._lock:
+                kept = list(self._memory)
+            found = [r for r in reversed(kept) if (request_id is None or r["request_id"] == request_id)
+                     and (route is None or r["route"] == route) and (status is None or r["status"] == status)
+                     and (min_duration_ms is None or r["duration_ms"] >= min_duration_ms)]
+            found.sort(key=lambda r: r["started_at"], reverse=True)
+            return [_summary(r) for r in found[:limit]]
+        q = select(*SUMMARY)
+        if request_id is not None:
+            q = q.where(TraceRow.request_id == request_id)
+        if route is not None:
+            q = q.where(TraceRow.route == route)
+        if status is not None:
+            q = q.where(TraceRow.status == status)
+        if min_duration_ms is not None:
+            q = q.where(TraceRow.duration_ms >= min_duration_ms)
+        q = q.order_by(TraceRow.started_at.desc(), TraceRow.id.desc()).limit(limit)
+        with self.db.connect() as conn:
+            return [_summary(r._mapping) for r in conn.execute(q)]
+
+    def get(self, ident: str) -> dict[str, Any] | None:
+        """A trace by its 32-hex trace id or by a request id: its summary, ``spans`` and ``tree``."""
+        rows = self._memory_rows(ident) if self.db is None else self._db_rows(ident)
+        if not rows:
+            return None
+        spans = sorted((s for r in rows for s in r["spans"]), key=lambda s: s["start_ns"])
+        out = _summary(rows[0])
+        start = min(s["start_ns"] for s in spans)
+        end = max(s["end_ns"] or s["start_ns"] for s in spans)
+        if len(rows) > 1:
+            out["duration_ms"] = (end - start) / 1e6
+        out["requests"] = [r["request_id"] for r in rows]
+        out["spans"] = spans
+        out["tree"] = tree(spans, start)
+        return out
+
+    def _memory_rows(self, ident: str) -> Rows:
+        with self._lock:
+            kept = list(self._memory)
+        rows = [r for r in kept if r["trace_id"] == ident] if TRACE_ID.match(ident) else []
+        rows = rows or [r for r in reversed(kept) if r["request_id"] == ident][:1]
+        return sorted(rows, key=lambda r: r["started_at"])
+
+    def _db_rows(self, ident: str) -> Rows:
+        assert self.db is not None
+        cols = [*SUMMARY, TraceRow.spans]
+        order = (TraceRow.started_at, TraceRow.id)
+        with self.db.connect() as conn:
+            rows: Sequence[Any] = []
+            if TRACE_ID.match(ident):
+                rows = conn.execute(select(*cols).where(TraceRow.trace_id == ident).order_by(*order)).all()
+            if not rows:
+                rows = conn.execute(select(*cols).where(TraceRow.request_id == ident)
+                                    .order_by(TraceRow.started_at.desc(), TraceRow.id.desc()).limit(1)).all()
+        return [dict(r._mapping) for r in rows]
+
+
+def tree(spans: list[dict[str, Any]], start_ns: int) -> list[dict[str, Any]]:
+    """Spans (``Span.to_dict()``) nested by ``parent_id``, each with ``offset_ms`` from ``start_ns`` and
+    ``duration_ms``; a span whose parent is not here (a root, or the client's span) is a top node."""
+    nodes = {s["span_id"]: _node(s, start_ns) for s in spans}
+    top: list[dict[str, Any]] = []
+    for s in spans:  # sorted by start: children come out in start order
+        parent = nodes.get(s["parent_id"]) if s["parent_id"] else None
+        (parent["children"] if parent is not None else top).append(nodes[s["span_id"]])
+    return top
+
+
+def _node(s: dict[str, Any], start_ns: int) -> dict[str, Any]:
+    return {"name": s["name"], "span_id": s["span_id"], "kind": s["kind"],
+            "offset_ms": (s["start_ns"] - start_ns) / 1e6,
+            "duration_ms": (s["end_ns"] - s["start_ns"]) / 1e6 if s["end_ns"] else None,
+            "status": s["status"], "message": s["message"], "attributes": s["attributes"], "children": []}
+
+
+def _summary(m: Any) -> dict[str, Any]:
+    at: datetime = m["started_at"]
+    return {"trace_id": m["trace_id"], "request_id": m["request_id"],
+            "started_at": (at if at.tzinfo else at.replace(tzinfo=UTC)).isoformat(),
+            "duration_ms": m["duration_ms"], "name": m["name"], "route": m["route"], "status": m["status"]}
+
+
+def _row(trace: Trace) -> dict[str, Any]:
+    root = trace.root
+    end = root.end_ns or max(s.end_ns or s.start_ns for s in trace.spans)
+    route = root.attrs.get("strata.route", root.attrs.get("gen_ai.request.model"))
+    status = root.attrs.get("http.response.status_code")
+    return {"trace_id": trace.hex_id, "request_id": trace.request_id[:128],
+            "started_at": datetime.fromtimestamp(root.start_ns / 1e9, UTC),
+            "duration_ms": (end - root.start_ns) / 1e6, "name": root.name[:200],
+            "route": str(route)[:200] if route is not None else None,
+            "status": status if isinstance(status, int) and not isinstance(status, bool) else None,
+            "spans": orjson.dumps([_span(s) for s in trace.spans]).decode()}
+
+
+def _span(span: Span) -> dict[str, Any]:
+    """``Span.to_dict()``, with a non-finite float attribute as a string (JSON has no NaN)."""
+    d = span.to_dict()
+    if any(isinstance(v, float) and not math.isfinite(v) for v in span.attrs.values()):
+        d["attributes"] = {k: str(v) if isinstance(v, float) and not math.isfinite(v) else v
+                           for k, v in span.attrs.items()}
+    return d
+
+
+def _insert(conn: Connection, rows: list[dict[str, Any]]) -> None:
+    """Multi-row INSERTs of a few fixed sizes (``ledger_sql.chunk_sizes``: a bounded set of statement texts)."""
+    sqlite = conn.dialect.name == "sqlite"
+    if sqlite:
+        placeholder = "(" + ",".join("?" for _ in COLUMNS) + ")"
+    else:
+        placeholder = "(" + ",".join("CAST(%s AS JSON)" if c == "spans" else "%s" for c in COLUMNS) + ")"
+    quoted = ",".join(conn.dialect.identifier_preparer.quote(c) for c in COLUMNS)
+    start = 0
+    for size in chunk_sizes(len(rows)):
+        params: list[Any] = []
+        for row in rows[start:start + size]:
+            if sqlite:  # SQLAlchemy's SQLite DateTime format (naive UTC), so comparisons stay textual
+                row = {**row, "started_at": row["started_at"].strftime("%Y-%m-%d %H:%M:%S.%f")}
+            params.extend(row[c] for c in COLUMNS)
+        start += size
+        conn.exec_driver_sql(f"INSERT INTO traces ({quoted}) VALUES " + ",".join([placeholder] * size),
+                             tuple(params))

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, TypedDict
 from pydantic import BaseModel
 
 if TYPE_CHECKING:
-    from strata.config.settings import SupervisorSettings
+    from strata.engines.config import SupervisorSettings
 
 Kind = Literal["chat", "completion"]
 

@@ -19,9 +19,9 @@ from typing import Any
 import aiohttp
 import orjson
 
-from strata.config.engines import OpenAIEngineConfig, UpstreamCapabilities
 from strata.engines.base import EngineHealth, Kind
 from strata.engines.capabilities import PERMISSIVE, Capabilities
+from strata.engines.config import OpenAIEngineConfig, UpstreamCapabilities
 from strata.engines.fanout import generate_n, stream_n
 from strata.errors import (
     InvalidRequest,

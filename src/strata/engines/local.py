@@ -19,11 +19,10 @@ from typing import Any
 import aiohttp
 import orjson
 
-from strata.config.engines import LlamaCppEngineConfig, SentenceTransformersEngineConfig
-from strata.config.settings import SupervisorSettings
 from strata.engines.artifacts import require_module, resolve_artifact
 from strata.engines.base import EngineHealth, Kind
 from strata.engines.capabilities import PERMISSIVE, Capabilities
+from strata.engines.config import LlamaCppEngineConfig, SentenceTransformersEngineConfig, SupervisorSettings
 from strata.engines.http import HttpEngine
 from strata.engines.kv_budget import KvBudget, output_limit, prompt_bound
 from strata.engines.llamacpp_tools import (

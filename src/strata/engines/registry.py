@@ -25,7 +25,8 @@ from strata.engines.base import Common, Engine, EngineSpec
 from strata.errors import ConfigError
 
 if TYPE_CHECKING:
-    from strata.config.settings import DeploymentConfig, Settings
+    from strata.config.settings import Settings
+    from strata.routing.config import DeploymentConfig
 
 GROUP = "strata.engines"
 BUILTIN: dict[str, tuple[str, str]] = {  # type -> (config model, factory)

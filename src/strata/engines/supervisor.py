@@ -17,7 +17,7 @@ from pathlib import Path
 
 import aiohttp
 
-from strata.config.settings import SupervisorSettings
+from strata.engines.config import SupervisorSettings
 
 log = logging.getLogger(__name__)
 

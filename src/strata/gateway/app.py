@@ -22,7 +22,7 @@ from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
 from strata.app.loops import LoopRunner
-from strata.config.settings import RouteConfig, Settings
+from strata.config.settings import Settings
 from strata.engines.base import Engine, EngineHealth
 from strata.engines.registry import build_engine
 from strata.errors import ConfigError, InternalError, InvalidRequest, NotFound, StrataError
@@ -40,6 +40,7 @@ from strata.observe.ledger import LedgerWriter
 from strata.observe.metrics import Metrics
 from strata.routing.breaker import CLOSED
 from strata.routing.changes import RouteChangeStore, apply_overrides
+from strata.routing.config import RouteConfig
 from strata.routing.rollout import Rollouts
 from strata.routing.router import Router
 from strata.state.shared import SharedState

@@ -22,9 +22,9 @@ from typing import Any
 
 import orjson
 
-from strata.config.settings import CacheConfig
 from strata.errors import StrataError
 from strata.governance.keys import Principal
+from strata.routing.config import CacheConfig
 
 IGNORED = ("stream", "stream_options", "user")
 

@@ -22,11 +22,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from strata.config.settings import BudgetRule, DeploymentConfig, LimitRule, RouteConfig
 from strata.gateway.admin import CreateKey
 from strata.gateway.feedback_api import FeedbackRequest
 from strata.gateway.responses import ResponsesRequest
 from strata.gateway.schemas import ChatRequest, CompletionRequest, EmbeddingRequest
+from strata.governance.config import BudgetRule, LimitRule
+from strata.routing.config import DeploymentConfig, RouteConfig
 
 MODELS: list[type[BaseModel]] = [ChatRequest, CompletionRequest, EmbeddingRequest, ResponsesRequest, FeedbackRequest,
                                  CreateKey, LimitRule, BudgetRule, RouteConfig, DeploymentConfig]

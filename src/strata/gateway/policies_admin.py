@@ -14,7 +14,6 @@ from typing import Any
 from starlette.requests import Request
 from starlette.routing import Route
 
-from strata.config.settings import BudgetRule, LimitRule
 from strata.errors import InvalidRequest
 from strata.gateway.admin import guarded
 from strata.gateway.http import read_json
@@ -22,6 +21,7 @@ from strata.gateway.routes_admin import actor_of
 from strata.gateway.schemas import validate
 from strata.gateway.state import AppState
 from strata.governance.budgets import Budgets
+from strata.governance.config import BudgetRule, LimitRule
 from strata.state.base import NANO
 
 KINDS = {"limits": "limit", "budgets": "budget"}

@@ -15,7 +15,6 @@ from typing import Any
 from starlette.requests import Request
 from starlette.routing import Route
 
-from strata.config.settings import CanaryConfig, DeploymentConfig, RouteConfig
 from strata.engines.base import Engine
 from strata.engines.registry import build_engine
 from strata.errors import ConfigError, InvalidRequest, NotFound
@@ -26,6 +25,7 @@ from strata.gateway.shadow import report
 from strata.gateway.state import AppState
 from strata.observe.usage import parse_window
 from strata.routing.changes import apply_overrides
+from strata.routing.config import CanaryConfig, DeploymentConfig, RouteConfig
 from strata.routing.router import Deployment
 
 log = logging.getLogger(__name__)

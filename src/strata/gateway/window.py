@@ -13,9 +13,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from strata.config.settings import ContextConfig, RouteConfig
 from strata.errors import InvalidRequest
 from strata.pipeline.record import estimate_prompt_tokens
+from strata.routing.config import ContextConfig, RouteConfig
 
 log = logging.getLogger(__name__)
 MARGIN = 1.1

@@ -28,9 +28,10 @@ from typing import Any
 from sqlalchemy import Engine as DbEngine
 from sqlalchemy import func, or_, select
 
-from strata.config.settings import BudgetRule, RouteConfig
 from strata.errors import RateLimited
+from strata.governance.config import BudgetRule
 from strata.governance.keys import Principal
+from strata.routing.config import RouteConfig
 from strata.state.base import NANO, BudgetItem, BudgetResult
 from strata.state.shared import SharedState
 from strata.store.tables import LedgerRow

@@ -6,7 +6,7 @@ per busy engine hour; a request pays for the slot time it held: ``busy_hour / 36
 
 from __future__ import annotations
 
-from strata.config.settings import Price
+from strata.routing.config import Price
 
 
 def request_cost(price: Price, prompt_tokens: int, completion_tokens: int, engine_seconds: float,

@@ -14,11 +14,11 @@ from typing import Any
 
 from sqlalchemy import Engine as DbEngine
 
-from strata.config.settings import RouteConfig
 from strata.governance.budgets import Budgets, Reservation, max_cost
 from strata.governance.keys import Principal
 from strata.governance.limits import Admission, RateLimits
 from strata.governance.policies import PolicyStore
+from strata.routing.config import RouteConfig
 from strata.state.base import NANO
 from strata.state.shared import SharedState
 

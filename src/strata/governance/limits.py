@@ -12,8 +12,8 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from strata.config.settings import LimitRule
 from strata.errors import RateLimited
+from strata.governance.config import LimitRule
 from strata.governance.keys import Principal
 from strata.state.base import RateItem, RateResult
 from strata.state.shared import SharedState

@@ -12,8 +12,8 @@ from typing import Any
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from strata.config.settings import BudgetRule, LimitRule
 from strata.errors import NotFound
+from strata.governance.config import BudgetRule, LimitRule
 from strata.store.tables import Policy, PolicyChange
 
 MODELS: dict[str, type[LimitRule] | type[BudgetRule]] = {"limit": LimitRule, "budget": BudgetRule}

@@ -12,12 +12,12 @@ from starlette.responses import Response
 from strata.pipeline.record import CallRecord
 
 if TYPE_CHECKING:
-    from strata.config.settings import RouteConfig
     from strata.gateway.cache import Entry
     from strata.gateway.relay import Relay
     from strata.gateway.state import AppState
     from strata.observe.tracing import Span
     from strata.pipeline.stage import Stage
+    from strata.routing.config import RouteConfig
     from strata.routing.router import Attempts, Deployment, Target
 
 

@@ -20,7 +20,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from statistics import NormalDist, fmean, variance
 
-from strata.config.settings import CanaryConfig
+from strata.routing.config import CanaryConfig
 
 _NORMAL = NormalDist()
 

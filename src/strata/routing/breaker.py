@@ -14,7 +14,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-from strata.config.settings import BreakerConfig
+from strata.routing.config import BreakerConfig
 
 CLOSED, HALF_OPEN, OPEN = "closed", "half-open", "open"
 

@@ -13,7 +13,7 @@ from typing import Any
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
-from strata.config.settings import RouteConfig
+from strata.routing.config import RouteConfig
 from strata.store.tables import RouteChange
 
 

@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from strata.config.settings import ComplexityConfig, LabelledExample
 from strata.errors import ConfigError
+from strata.routing.config import ComplexityConfig, LabelledExample
 
 log = logging.getLogger(__name__)
 Embed = Callable[..., Awaitable[list[list[float]]]]  # (texts) or (texts, parent): the request that needs them

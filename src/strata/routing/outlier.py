@@ -23,7 +23,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from strata.config.settings import BreakerConfig
+from strata.routing.config import BreakerConfig
 
 
 @dataclass(slots=True)

@@ -22,9 +22,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from strata.config.settings import DeploymentConfig, RouteConfig
 from strata.errors import InvalidRequest, NotFound
 from strata.routing.analysis import Outcome, Verdict, Window, compare
+from strata.routing.config import DeploymentConfig, RouteConfig
 
 log = logging.getLogger(__name__)
 WINDOW_MAX = 20_000  # outcomes kept per side: plenty for the tests, bounded memory at any request rate

@@ -17,13 +17,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from strata.config.settings import DeploymentConfig, RouteConfig
 from strata.engines.base import Engine, EngineHealth
 from strata.engines.capabilities import Capabilities, capabilities_of, combine, require
 from strata.errors import NotFound, PermissionDenied, UpstreamUnavailable
 from strata.governance.keys import Principal
 from strata.routing.balancer import Candidate, pick, unit_hash
 from strata.routing.breaker import CLOSED, Breaker
+from strata.routing.config import DeploymentConfig, RouteConfig
 from strata.routing.outlier import Served
 
 

@@ -20,10 +20,10 @@ from typing import Any, TypeVar
 
 from redis.exceptions import RedisError
 
-from strata.config.settings import StateSettings
 from strata.errors import UpstreamUnavailable
 from strata.observe.metrics import Metrics
 from strata.state.base import StateBackend
+from strata.state.config import StateSettings
 from strata.state.memory import MemoryBackend
 from strata.state.redis import RedisBackend
 

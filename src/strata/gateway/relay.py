@@ -20,18 +20,11 @@ from strata.gateway.schemas import openai_shaped
 from strata.pipeline.attempt import ClientGone, end_stream, retryable
 from strata.pipeline.continuation import Continuation
 from strata.pipeline.flow import Flow
-from strata.pipeline.record import CallRecord
 from strata.pipeline.stage import finish
 from strata.routing.router import Target
 
 log = logging.getLogger(__name__)
 DISCONNECTED = ClientGone("The client disconnected.")
-
-
-def _engine_time(call: CallRecord, ms: float) -> None:
-    """The engine's own time for the answer, in the ledger row's entry for the attempt that made it."""
-    if call.attempts:
-        call.attempts[-1]["engine_ms"] = ms
 
 
 class Relay:
@@ -79,7 +72,7 @@ class Relay:
                 call.attempts[-1]["continues"] = {"from": self.continued["from"],
                                                   "after_chars": self.continued["after_chars"]}
         if self.engine_ms is not None:
-            _engine_time(call, self.engine_ms)
+            call.engine_time(self.engine_ms)
         call.settle_stream_usage()
         if self.continued is not None and call.trace is not None and self.flow.root is not None:
             self.flow.root.set("strata.continued", True)

@@ -62,6 +62,11 @@ class AppState:
     settling: set[asyncio.Task[None]] = field(default_factory=set)  # governance settlements, awaited on stop
     callers: CallerOutliers = field(default_factory=CallerOutliers)  # keys whose requests keep failing upstream
 
+    def context_window(self, deployment: str) -> int | None:
+        """The context length of a deployment's engine (None: unknown, or no such deployment)."""
+        engine = self.engines.get(deployment)
+        return engine.context_length if engine is not None else None
+
     def refresh_scorers(self) -> None:
         """One complexity scorer per router route; rebuilt when the route's complexity config changes."""
         for name, route in self.router.routes.items():

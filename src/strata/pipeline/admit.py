@@ -38,17 +38,12 @@ class Admit(Stage):
     async def _govern(self, flow: Flow) -> None:
         state, call, route, body = flow.state, flow.call, flow.route, flow.body
         assert route is not None and call.principal is not None and body is not None
-        engines = state.engines
-
-        def context(name: str) -> int | None:
-            engine = engines.get(name)
-            return engine.context_length if engine is not None else None
-
         prompt = estimate_prompt_tokens(body)
         if flow.prompt_limit is not None and prompt > flow.prompt_limit:
             prompt = flow.prompt_limit
         admission, reservation = await state.governor.admit(call.principal, route, call.tags, prompt,
-                                                            getattr(flow.req, "output_limit", None), context)
+                                                            getattr(flow.req, "output_limit", None),
+                                                            state.context_window)
         call.governed = (admission, reservation)
         if admission is not None:
             call.headers = admission.headers

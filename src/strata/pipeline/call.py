@@ -37,8 +37,7 @@ class Call(Stage):
         flow.target = target
         end(state, call, target, started)
         if (engine_ms := openai_shaped(result, call.endpoint)) is not None:
-            if call.attempts:
-                call.attempts[-1]["engine_ms"] = engine_ms
+            call.engine_time(engine_ms)
             call.headers = {**(call.headers or {}), "x-strata-engine-ms": str(engine_ms)}
         call.take_usage(result.get("usage"))
         if call.answer is not None:

@@ -40,12 +40,6 @@ class Parse(Stage):
 
 def _prompt_budget(flow: Flow, req: Any) -> int | None:
     """The most prompt tokens the route's context policy lets through (see ``gateway.window``)."""
-    engines = flow.state.engines
     route = flow.route
     assert route is not None
-
-    def window(name: str) -> int | None:
-        engine = engines.get(name)
-        return engine.context_length if engine is not None else None
-
-    return budget(route.context, route, window, getattr(req, "output_limit", None))
+    return budget(route.context, route, flow.state.context_window, getattr(req, "output_limit", None))

@@ -87,6 +87,11 @@ class CallRecord:
         self.status = exc.status
         self.error_type = exc.code or exc.type
 
+    def engine_time(self, ms: float) -> None:
+        """The engine's own time for the answer, in the ledger row's entry for the attempt that made it."""
+        if self.attempts:
+            self.attempts[-1]["engine_ms"] = ms
+
     def take_usage(self, usage: Any) -> None:
         if isinstance(usage, dict):
             self.prompt_tokens = int(usage.get("prompt_tokens") or 0)

@@ -15,6 +15,7 @@ import logging
 import os
 from collections.abc import AsyncIterator, Callable
 
+from sqlalchemy import Engine as DbEngine
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -26,7 +27,17 @@ from strata.config.settings import Settings
 from strata.engines.base import Engine, EngineHealth
 from strata.engines.registry import build_engine
 from strata.errors import ConfigError, InternalError, InvalidRequest, NotFound, StrataError
-from strata.gateway import admin, feedback_api, health, openai_api, openapi, policies_admin, responses, routes_admin
+from strata.gateway import (
+    admin,
+    feedback_api,
+    health,
+    openai_api,
+    openapi,
+    policies_admin,
+    responses,
+    routes_admin,
+    traces_admin,
+)
 from strata.gateway.http import REQUEST_ID, error_response, request_id_of
 from strata.gateway.monitor import control_loops
 from strata.gateway.state import AppState
@@ -38,6 +49,7 @@ from strata.observe.events import EventStore
 from strata.observe.journal import Journal
 from strata.observe.ledger import LedgerWriter
 from strata.observe.metrics import Metrics
+from strata.observe.tracing import TraceExporter, Tracer, TraceSink
 from strata.routing.breaker import CLOSED
 from strata.routing.changes import RouteChangeStore, apply_overrides
 from strata.routing.config import RouteConfig
@@ -74,7 +86,7 @@ def build_state(settings: Settings) -> AppState:
     state = AppState(settings=settings, db=db, keys=keys, auth=auth, metrics=metrics, ledger=ledger,
                      router=router, engines=engines, health=health, route_changes=route_changes, events=events,
                      rollouts=rollouts, shared=shared, policies=policies,
-                     governor=Governor(shared, policies, db, events.emit))
+                     governor=Governor(shared, policies, db, events.emit), tracer=_tracer(settings, db, metrics))
 
     async def apply(old: RouteConfig, new: RouteConfig, action: str, actor: str, reason: str) -> None:
         await routes_admin.apply_change(state, actor, old, new, action, reason=reason)
@@ -83,6 +95,30 @@ def build_state(settings: Settings) -> AppState:
     state.refresh_scorers()
     state.seen_change = route_changes.version()
     return state
+
+
+def _tracer(settings: Settings, db: DbEngine, metrics: Metrics) -> Tracer:
+    """Tracing (``observe.tracing``): Strata's own trace store and an OTLP exporter, each when configured;
+    with neither (or ``tracing.enabled: false``) no request makes a span."""
+    cfg = settings.tracing
+    sinks: list[TraceSink] = []
+    store = None
+    if cfg.enabled and cfg.store.enabled:
+        from strata.observe.trace_store import TraceStore
+
+        store = TraceStore(cfg.store.max_traces)
+        sinks.append(store)
+    from strata.observe.otlp import OtlpSink, resolve_endpoint  # protobuf and httpx load only when tracing
+
+    endpoint = resolve_endpoint(cfg.otlp, os.environ) if cfg.enabled else None
+    if endpoint is not None:
+        otlp = cfg.otlp.model_copy(update={"endpoint": endpoint})
+        sinks.append(OtlpSink(otlp, cfg.service_name, on_failure=metrics.trace_export_failures.inc))
+        log.info("tracing: exporting by OTLP to %s", endpoint)
+    if not sinks:
+        return Tracer(cfg, None)
+    exporter = TraceExporter(sinks, cfg.export_interval, cfg.max_queue, on_drop=metrics.traces_dropped.inc)
+    return Tracer(cfg, exporter, store)
 
 
 def _journal(settings: Settings) -> Journal | None:
@@ -125,12 +161,13 @@ def create_app(settings: Settings, state: AppState | None = None) -> Starlette:
 
     app = Gateway(
         routes=[*openai_api.routes, *responses.routes, *feedback_api.routes, *admin.routes, *routes_admin.routes,
-                *policies_admin.routes, *health.routes, *openapi.routes],
+                *policies_admin.routes, *traces_admin.routes, *health.routes, *openapi.routes],
         lifespan=lifespan,
         exception_handlers={HTTPException: _http_error, StrataError: _strata_error,  # type: ignore[dict-item]
                             Exception: _internal_error},
     )
     app.state.strata = state
+    app.state.traces = state.tracer.store  # GET /admin/traces (None: tracing.store is off)
     app.state.loops = loops  # the control-loop runner (``strata.app.loops``)
     app.state.openapi = openapi.render(app.routes)  # once, from the routes served
     return app
@@ -179,6 +216,8 @@ def _with_request_id(scope: Scope, send: Send, new_id: Callable[[], str]) -> Sen
 
 async def _startup(state: AppState, loops: LoopRunner) -> None:
     state.ledger.start()
+    if state.tracer.exporter is not None:
+        state.tracer.exporter.start()
     for loop in control_loops(state):  # engine start, health, key/policy/route sync, canaries, cost alerts
         loops.start(loop)
     gc.collect()
@@ -193,6 +232,8 @@ async def _shutdown(state: AppState, loops: LoopRunner) -> None:
     await asyncio.gather(*state.settling, return_exceptions=True)  # budgets settle before we stop
     await state.shared.close()
     await state.ledger.close()
+    if state.tracer.exporter is not None:
+        await asyncio.to_thread(state.tracer.exporter.close)  # the traces of the last requests go out too
     await asyncio.gather(*(e.close() for e in state.engines.values()), return_exceptions=True)
     state.db.dispose()
     log.info("stopped: ledger drained, engines closed")

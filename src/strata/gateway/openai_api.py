@@ -89,7 +89,7 @@ class Embeddings(Generation):
 
 CHAT = Generation("chat", "chat", ChatRequest)
 COMPLETION = Generation("completion", "text_completion", CompletionRequest)
-EMBEDDINGS = Embeddings("embeddings", "embeddings", EmbeddingRequest)
+EMBEDDINGS = Embeddings("embeddings", "embeddings", EmbeddingRequest)  # type: ignore[arg-type]  # not a generation kind
 
 
 def serve(request: Request, surface: Surface) -> Awaitable[Response]:

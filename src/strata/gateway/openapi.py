@@ -85,6 +85,9 @@ OPERATIONS: dict[tuple[str, str], Op] = {
     ("POST", f"{_ROUTE}/rollback"): Op("Roll the canary back", "rollouts", body="reason"),
     ("GET", f"{_ROUTE}/rollout"): Op("Rollout status and recent events", "rollouts"),
     ("GET", f"{_ROUTE}/shadow"): Op("Shadow comparison report", "rollouts", query=("since",)),
+    ("GET", "/admin/traces"): Op("Recent traces of this gateway process", "traces",
+                                 query=("route", "status", "limit"), response="List"),
+    ("GET", "/admin/traces/{trace_id}"): Op("One trace's span tree, by trace id or request id", "traces"),
     ("GET", "/admin/events"): Op("Recent events (rollouts, breakers, alerts)", "events", query=("kind", "subject"),
                                  response="List"),
     **{(m, f"/admin/{kind}{tail}"): op for kind, rule in (("limits", "LimitRule"), ("budgets", "BudgetRule"))
@@ -104,7 +107,8 @@ OPERATIONS: dict[tuple[str, str], Op] = {
 _PARAM = re.compile(r"\{(\w+)(?::\w+)?\}")
 _QUERY = {"by": "Group by (team, key, route, model, tag:NAME …)", "since": "A window: 30m, 24h, 7d",
           "kind": "Event kind", "subject": "Event subject or rule subject", "scope": "Rule scope",
-          "period": "Budget period (day, week, month)"}
+          "period": "Budget period (day, week, month)", "route": "Only this route",
+          "status": "Only this HTTP status", "limit": "At most this many (1 to 1000)"}
 
 
 def operations(routes: Iterable[BaseRoute]) -> list[tuple[str, str]]:

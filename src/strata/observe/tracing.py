@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 INTERNAL, SERVER, CLIENT = 1, 2, 3  # OTLP SpanKind
 UNSET, OK, ERROR = 0, 1, 2  # OTLP StatusCode
 TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
-Attr = str | int | float | bool
+Attr = str | int | float | bool | tuple[str, ...]
 
 
 class _Strict(BaseModel):
@@ -51,7 +51,7 @@ class OtlpSettings(_Strict):
 
 
 class TraceStoreSettings(_Strict):
-    """Recent traces in Strata's own database, for ``strata traces`` and ``GET /admin/traces/{id}``."""
+    """Recent traces kept by each gateway process (in memory, bounded), for ``GET /admin/traces/{id}``."""
 
     enabled: bool = True
     max_traces: int = Field(10_000, ge=1, description="Traces kept; older ones are deleted")

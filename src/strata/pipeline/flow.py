@@ -25,9 +25,15 @@ class Surface(Protocol):
     """An API the pipeline serves (chat completions, completions, embeddings, the Responses API): how its
     request becomes an engine call, and how the engine's answer becomes its response."""
 
-    kind: str  # the engine call: "chat", "completion" or "embeddings"
+    @property
+    def kind(self) -> str:
+        """The engine call: "chat", "completion" or "embeddings"."""
+
     operation: str  # gen_ai.operation.name: "chat", "text_completion", "embeddings"
-    schema: type  # the pydantic model a request body is validated with
+    @property
+    def schema(self) -> type:
+        """The pydantic model a request body is validated with."""
+
     cacheable: bool  # its answers may be served from the route's cache
     shadowed: bool  # its requests may be mirrored to a shadow deployment
     continuable: bool  # a broken stream may be continued on another deployment

@@ -191,3 +191,18 @@ async def test_an_export_is_retried_when_the_collector_is_briefly_away(upstream:
     async with gateway(tmp_path, route(dep("d", upstream, "ok")), tracing=tracing(receiver)) as client:
         r = await chat(client)
         await eventually(lambda: _spans(receiver, r.headers["x-strata-trace-id"], 10), "the retried export")
+
+
+async def test_the_database_store_keeps_traces_across_a_restart(upstream: FaultyUpstream, tmp_path: Path) -> None:
+    """``store.backend: database``: a trace recorded by one gateway process is shown by the next one."""
+    cfg = {**tracing(), "store": {"backend": "database", "max_traces": 100}}
+    async with gateway(tmp_path, route(dep("d", upstream, "ok")), tracing=cfg) as client:
+        r = await chat(client, rid="kept-1")
+        assert r.status_code == 200
+        await eventually(lambda: _shown(client, "kept-1"), "the trace in the database")
+    async with gateway(tmp_path, route(dep("d", upstream, "ok")), tracing=cfg) as client:
+        shown = await _shown(client, "kept-1")
+        listed = (await client.get("/admin/traces")).json()["data"]
+    assert shown is not None and shown["trace_id"] == r.headers["x-strata-trace-id"]
+    assert [c["name"] for c in shown["tree"][0]["children"]] == STAGE_NAMES
+    assert "kept-1" in [t["request_id"] for t in listed]

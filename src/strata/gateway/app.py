@@ -106,7 +106,7 @@ def _tracer(settings: Settings, db: DbEngine, metrics: Metrics) -> Tracer:
     if cfg.enabled and cfg.store.enabled:
         from strata.observe.trace_store import TraceStore
 
-        store = TraceStore(cfg.store.max_traces)
+        store = TraceStore(cfg.store.max_traces, db if cfg.store.backend == "database" else None)
         sinks.append(store)
     from strata.observe.otlp import OtlpSink, resolve_endpoint  # protobuf and httpx load only when tracing
 

@@ -46,8 +46,9 @@ async def show_trace(state: AppState, request: Request) -> dict[str, Any]:
     ident = request.path_params["trace_id"]
     found = _store(state).get(ident)
     if found is None:
-        raise NotFound(f"No trace {ident!r} (kept: the newest {state.settings.tracing.store.max_traces} of this "
-                       "process).", code="trace_not_found")
+        cfg = state.settings.tracing.store
+        where = "of this gateway process" if cfg.backend == "memory" else "in the database"
+        raise NotFound(f"No trace {ident!r} (kept: the newest {cfg.max_traces} {where}).", code="trace_not_found")
     return found
 
 

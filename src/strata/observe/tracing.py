@@ -51,9 +51,12 @@ class OtlpSettings(_Strict):
 
 
 class TraceStoreSettings(_Strict):
-    """Recent traces kept by each gateway process (in memory, bounded), for ``GET /admin/traces/{id}``."""
+    """Recent traces kept by Strata itself (bounded), for ``strata traces`` and ``GET /admin/traces/{id}``."""
 
     enabled: bool = True
+    backend: Literal["memory", "database"] = Field(
+        "memory", description="memory: each gateway process keeps its own newest traces; database: the "
+        "traces table, shared by replicas and kept across restarts")
     max_traces: int = Field(10_000, ge=1, description="Traces kept; older ones are deleted")
 
 

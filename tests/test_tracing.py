@@ -9,6 +9,7 @@ OpenTelemetry protobuf definitions (``opentelemetry-proto``), as a collector wou
 from __future__ import annotations
 
 import gzip
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from aiohttp import web
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from strata.pipeline.stages import STAGES
+from tests.servers import StrataProcess, cli, finished, ledger_rows, openai_route, wait_for
 from tests.test_traffic import FAST_RETRY, chat, dep, eventually, gateway, route
 from tests.upstreams import FaultyUpstream, free_port
 
@@ -134,6 +136,8 @@ async def test_a_fallback_is_one_trace_with_a_span_per_stage_and_attempt(
     assert [c["name"] for c in tree_root["children"]] == STAGE_NAMES
     call_node = next(c for c in tree_root["children"] if c["name"] == "strata.call")
     assert [c["attributes"]["strata.deployment"] for c in call_node["children"]] == ["bad", "good"]
+    (row,) = [r for r in ledger_rows(tmp_path) if r["request_id"] == "traced-1"]
+    assert row["trace_id"] == trace_id, "the ledger row names its trace"
 
 
 async def _spans(receiver: Receiver, trace_id: str, n: int) -> list[dict[str, Any]]:
@@ -206,3 +210,27 @@ async def test_the_database_store_keeps_traces_across_a_restart(upstream: Faulty
     assert shown is not None and shown["trace_id"] == r.headers["x-strata-trace-id"]
     assert [c["name"] for c in shown["tree"][0]["children"]] == STAGE_NAMES
     assert "kept-1" in [t["request_id"] for t in listed]
+
+
+def test_strata_traces_list_and_show_a_served_request(upstream: FaultyUpstream, tmp_path: Path) -> None:
+    """With the default settings a request is traced; `strata traces list` finds it and `show` draws its
+    span tree (every stage, the engine attempt with its deployment)."""
+    proc = StrataProcess(tmp_path, {"routes": [openai_route("ok", upstream.base_url, "ok")]}).start(60)
+    try:
+        reply = proc.client().chat.completions.with_raw_response.create(
+            model="ok", messages=[{"role": "user", "content": "hi"}], extra_headers={"X-Request-Id": "cli-1"})
+        trace_id = reply.headers["x-strata-trace-id"]
+        listed = wait_for(lambda: json.loads(finished(cli(proc, "traces", "list", "--json")).stdout), 10,
+                          "the trace in `strata traces list` (the store is written every export_interval)")
+        shown = finished(cli(proc, "traces", "show", "cli-1"))
+        missing = finished(cli(proc, "traces", "show", "no-such-request"))
+    finally:
+        proc.stop()
+    assert [(t["request_id"], t["trace_id"], t["status"]) for t in listed][:1] == [("cli-1", trace_id, 200)]
+    assert shown.returncode == 0, shown.stderr
+    assert f"trace {trace_id}" in shown.stdout and "request cli-1" in shown.stdout
+    for name in STAGE_NAMES:
+        assert name in shown.stdout
+    assert "deployment=ok-dep" in shown.stdout
+    assert missing.returncode == 1 and len(missing.stderr.strip().splitlines()) == 1
+    assert "No trace 'no-such-request'" in missing.stderr

@@ -147,4 +147,5 @@ class CallRecord:
             "route_score": self.route_score,
             "saved_usd": self.saved,
             "cached_tokens": self.cached_tokens,
+            "trace_id": self.trace.hex_id if self.trace is not None else None,
         }

@@ -37,8 +37,9 @@ Rows = list[dict[str, Any]]  # ``TraceStore.list`` hides the builtin inside the 
 
 
 class TraceStore:
-    """``TraceStore(max_traces)``: the newest traces of this process, in memory; ``TraceStore(max_traces, db)``:
-    in the database's ``traces`` table (shared by replicas, kept across restarts)."""
+    """``TraceStore(max_traces)``: the newest traces of this process, in memory (the recorded objects: exporting
+    is an append, the work is done when they are read); ``TraceStore(max_traces, db)``: in the database's
+    ``traces`` table (shared by replicas, kept across restarts)."""
 
     def __init__(self, max_traces: int, db: Engine | None = None) -> None:
         self.db = db
@@ -46,17 +47,17 @@ class TraceStore:
         self.slack = max(1, max_traces // 10)  # rows written between two counts
         self._unchecked = self.slack  # count at the first export: the table may hold a previous run's rows
         self._lock = threading.Lock()  # export (exporter thread) against close (shutdown) and reads
-        self._memory: deque[dict[str, Any]] = deque(maxlen=max_traces)
+        self._memory: deque[Trace] = deque(maxlen=max_traces)  # kept as recorded: rows are made on reading
 
     # --- write side (the exporter's thread) --------------------------------------------------------------
 
     def export(self, traces: Sequence[Trace]) -> None:
-        rows = [_row(t) for t in traces if t.spans]
-        if not rows:
-            return
         if self.db is None:
             with self._lock:
-                self._memory.extend({**r, "spans": orjson.loads(r["spans"])} for r in rows)
+                self._memory.extend(t for t in traces if t.spans)
+            return
+        rows = [{**_row(t), "spans": orjson.dumps([_span(s) for s in t.spans]).decode()} for t in traces if t.spans]
+        if not rows:
             return
         with self._lock, self.db.begin() as conn:
             _insert(conn, rows)
@@ -92,7 +93,7 @@ class TraceStore:
         limit = max(1, min(limit, MAX_LIMIT))
         if self.db is None:
             with self._lock:
-                kept = list(self._memory)
+                kept = [_row(t) for t in self._memory]
             found = [r for r in reversed(kept) if (request_id is None or r["request_id"] == request_id)
                      and (route is None or r["route"] == route) and (status is None or r["status"] == status)
                      and (min_duration_ms is None or r["duration_ms"] >= min_duration_ms)]
@@ -130,8 +131,9 @@ class TraceStore:
     def _memory_rows(self, ident: str) -> Rows:
         with self._lock:
             kept = list(self._memory)
-        rows = [r for r in kept if r["trace_id"] == ident] if TRACE_ID.match(ident) else []
-        rows = rows or [r for r in reversed(kept) if r["request_id"] == ident][:1]
+        found = [t for t in kept if t.hex_id == ident] if TRACE_ID.match(ident) else []
+        found = found or [t for t in reversed(kept) if t.request_id == ident][:1]
+        rows = [{**_row(t), "spans": [_span(s) for s in t.spans]} for t in found]
         return sorted(rows, key=lambda r: r["started_at"])
 
     def _db_rows(self, ident: str) -> Rows:
@@ -182,8 +184,7 @@ def _row(trace: Trace) -> dict[str, Any]:
             "started_at": datetime.fromtimestamp(root.start_ns / 1e9, UTC),
             "duration_ms": (end - root.start_ns) / 1e6, "name": root.name[:200],
             "route": str(route)[:200] if route is not None else None,
-            "status": status if isinstance(status, int) and not isinstance(status, bool) else None,
-            "spans": orjson.dumps([_span(s) for s in trace.spans]).decode()}
+            "status": status if isinstance(status, int) and not isinstance(status, bool) else None}
 
 
 def _span(span: Span) -> dict[str, Any]:

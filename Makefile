@@ -31,12 +31,24 @@ $(DEV_STAMP): pyproject.toml $(ECHO_PLUGIN)/pyproject.toml $(LOCAL_STAMP)
 	$(PIP) install -q -e $(ECHO_PLUGIN)
 	touch $@
 
+# A real OTLP-receiving server for tests/test_tracing_phoenix.py, in a venv of its own (its pins are not ours).
+# A failed install leaves no stamp and does not stop `make test`: that test then skips, naming install.log.
+PHOENIX_VENV    := .venv-phoenix
+PHOENIX_VERSION := 20.26.1
+PHOENIX_STAMP   := $(PHOENIX_VENV)/.installed-$(PHOENIX_VERSION)
+
+$(PHOENIX_STAMP):
+	rm -rf $(PHOENIX_VENV)
+	{ $(PYTHON) -m venv $(PHOENIX_VENV) && $(PHOENIX_VENV)/bin/pip install -q arize-phoenix==$(PHOENIX_VERSION) \
+	    >$(PHOENIX_VENV)/install.log 2>&1 && touch $@; } \
+	  || echo "warning: arize-phoenix $(PHOENIX_VERSION) not installed, see $(PHOENIX_VENV)/install.log" >&2
+
 install: $(LOCAL_STAMP)
 
 up: $(LOCAL_STAMP)
 	$(VENV)/bin/strata up $(ARGS)
 
-test: $(DEV_STAMP)
+test: $(DEV_STAMP) $(PHOENIX_STAMP)
 	$(VENV)/bin/pytest -q -ra $(ARGS)
 
 lint: $(DEV_STAMP)
@@ -47,4 +59,4 @@ bench: $(DEV_STAMP)
 	bash bench/run_all.sh
 
 clean:
-	rm -rf $(VENV) .strata .pytest_cache
+	rm -rf $(VENV) $(PHOENIX_VENV) .strata .pytest_cache

@@ -128,8 +128,13 @@ async def test_a_fallback_is_one_trace_with_a_span_per_stage_and_attempt(
     attempts = sorted((s for s in spans if s["parent_id"] == call["span_id"]), key=lambda s: s["start"])
     assert [(s["attributes"]["strata.deployment"], s["status"], s["kind"]) for s in attempts] == [
         ("bad", 2, 3), ("good", 0, 3)]
-    assert attempts[0]["attributes"]["strata.outcome"] == "bad_gateway"
-    assert attempts[1]["attributes"]["gen_ai.provider.name"] == "openai"
+    bad, good = attempts[0]["attributes"], attempts[1]["attributes"]
+    assert (bad["strata.outcome"], bad["error.type"]) == ("bad_gateway", "bad_gateway")
+    assert bad["http.response.status_code"] == 500, "what the upstream answered (the client would see 502)"
+    assert good["gen_ai.provider.name"] == "openai" and good["http.response.status_code"] == 200
+    assert (good["gen_ai.usage.input_tokens"], good["gen_ai.usage.output_tokens"]) == (
+        a["gen_ai.usage.input_tokens"], a["gen_ai.usage.output_tokens"]), "usage on the model call that answered"
+    assert "gen_ai.usage.input_tokens" not in bad
     # the same trace, browsable in Strata with no collector
     assert shown["trace_id"] == trace_id and shown["request_id"] == "traced-1"
     (tree_root,) = shown["tree"]

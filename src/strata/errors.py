@@ -31,6 +31,7 @@ class StrataError(Exception):
     status: int = 500
     type: str = "api_error"
     code: str | None = None
+    upstream_status: int | None = None  # the HTTP status an upstream answered, when it caused this error
 
     def __init__(
         self, message: str, *, param: str | None = None, code: str | None = None, retry_after: float | None = None

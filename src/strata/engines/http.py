@@ -221,7 +221,14 @@ def _message(obj: Any) -> str:
 
 
 def upstream_status_error(name: str, status: int, raw: bytes) -> StrataError:
-    """Map an upstream HTTP error to ours: its 4xx are the client's fault, its 5xx are ours (502)."""
+    """Map an upstream HTTP error to ours (``upstream_status`` keeps what it answered)."""
+    exc = _status_error(name, status, raw)
+    exc.upstream_status = status
+    return exc
+
+
+def _status_error(name: str, status: int, raw: bytes) -> StrataError:
+    """Its 4xx are the client's fault, its 5xx are ours (502)."""
     try:
         message = _message(orjson.loads(raw))
     except orjson.JSONDecodeError:
@@ -244,7 +251,7 @@ async def cancel_quietly(task: asyncio.Task[Any]) -> None:
 
 
 def upstream_capabilities(cfg: UpstreamCapabilities) -> Capabilities:
-    return Capabilities(tools=cfg.tools, vision=cfg.vision, audio=cfg.audio,
+    return Capabilities(tools=cfg.tools, vision=cfg.vision, audio=cfg.audio, audio_output=cfg.audio,
                         json_schema=cfg.json_schema, logprobs=cfg.logprobs, max_n=cfg.max_n,
                         native_n=cfg.native_n, embedding_size=cfg.embedding_size, dimensions=cfg.dimensions)
 

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 from strata.errors import InternalError, InvalidRequest, RateLimited, StrataError, UpstreamError, UpstreamTimeout
 from strata.gateway.state import AppState
 from strata.pipeline.record import CallRecord, estimate_prompt_tokens
-from strata.pipeline.telemetry import attempt_span
+from strata.pipeline.telemetry import attempt_ended, attempt_span
 from strata.routing.router import Attempts, Target
 
 T = TypeVar("T")
@@ -211,9 +211,7 @@ def end(state: AppState, call: CallRecord, target: Target, started: float, exc: 
     state.metrics.attempts.labels(name, outcome).inc()
     if (span := call.attempt_span) is not None:
         call.attempt_span = None
-        span.attrs["strata.outcome"] = outcome
-        span.attrs["http.response.status_code"] = 200 if exc is None else exc.status
-        span.end(None if exc is None else outcome)
+        attempt_ended(span, call, outcome, exc)
     call.attempts.append({"deployment": name, "outcome": outcome, "status": 200 if exc is None else exc.status,
                           "ms": round((time.perf_counter() - started) * 1000, 2)})
 

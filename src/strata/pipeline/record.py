@@ -78,6 +78,7 @@ class CallRecord:
     trace: Any = None  # observe.tracing.Trace of the request, when it is traced
     span: Any = None  # the span now running (a stage's): the parent of the spans it starts
     attempt_span: Any = None  # the span of the engine attempt in flight
+    served_span: Any = None  # the span of the attempt that answered
 
     @property
     def answer_text(self) -> str | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from strata.errors import StrataError
 from strata.observe.tracing import CLIENT, INTERNAL, Span
 
 if TYPE_CHECKING:
@@ -38,6 +39,11 @@ def request_attributes(span: Span, flow: Flow) -> None:
         a["user.id"] = call.user
     a["gen_ai.usage.input_tokens"] = call.prompt_tokens
     a["gen_ai.usage.output_tokens"] = call.completion_tokens
+    if (served := call.served_span) is not None:  # the GenAI conventions put usage on the model call too
+        served.attrs["gen_ai.usage.input_tokens"] = call.prompt_tokens
+        served.attrs["gen_ai.usage.output_tokens"] = call.completion_tokens
+        if call.model is not None:
+            served.attrs["gen_ai.response.model"] = call.model
     a["strata.cost_usd"] = call.cost
     a["strata.stream"] = call.stream
     if call.error_type is not None:
@@ -71,6 +77,21 @@ def attempt_span(call: CallRecord, target: Target, endpoint: str, number: int) -
         "gen_ai.operation.name": operation, "gen_ai.request.model": model,
         "gen_ai.provider.name": target.engine.engine_type, "strata.deployment": target.deployment.name,
         "strata.attempt": number})
+
+
+def attempt_ended(span: Span, call: CallRecord, outcome: str, exc: StrataError | None) -> None:
+    """An attempt's outcome on its span: what the upstream answered (``http.response.status_code`` only when
+    it answered), and for a failure ``error.type`` and the error's message as the span status."""
+    span.attrs["strata.outcome"] = outcome
+    if exc is None:
+        span.attrs["http.response.status_code"] = 200
+        call.served_span = span  # the model call that answered: it gets the usage once the request is over
+        span.end()
+        return
+    if exc.upstream_status is not None:
+        span.attrs["http.response.status_code"] = exc.upstream_status
+    span.attrs["error.type"] = outcome
+    span.end(exc.message)
 
 
 def internal_span(parent: CallRecord, route: str, role: str, endpoint: str) -> Span | None:

@@ -24,7 +24,7 @@ HI = [{"role": "user", "content": "Hi"}]
 IMAGE = [{"role": "user", "content": [{"type": "text", "text": "What is this?"},
                                       {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]}]
 TOOLS = [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object", "properties": {}}}}]
-LIMITED = {"tools": False, "vision": False, "json_schema": False, "logprobs": False, "native_n": False,
+LIMITED = {"tools": False, "vision": False, "audio": False, "json_schema": False, "logprobs": False, "native_n": False,
            "max_n": 4, "dimensions": False, "embedding_size": 27}
 
 
@@ -49,6 +49,7 @@ async def client(upstream: FaultyUpstream, tmp_path: Path) -> AsyncIterator[http
         {"id": "call_1", "type": "function", "function": {"name": "lookup", "arguments": "{}"}}]}]},
      "messages[1].tool_calls"),
     ("/v1/embeddings", {"input": "a cat", "dimensions": 8}, "dimensions"),
+    ("/v1/chat/completions", {"messages": HI, "audio": {"voice": "alloy", "format": "wav"}}, "audio"),
 ])
 async def test_missing_capability_is_a_400_naming_the_field_and_no_engine_call(
         client: httpx.AsyncClient, upstream: FaultyUpstream, path: str, body: dict[str, Any], param: str) -> None:
@@ -139,6 +140,16 @@ def test_a_route_can_do_what_all_its_deployments_can() -> None:
         require(both, "m", "chat", {"messages": HI, "tool_choice": "required"})
     assert err.value.param == "tool_choice"
     require(both, "m", "chat", {"messages": HI, "tools": [], "tool_choice": "none"})  # nothing asked: fine
+    plain = combine([PERMISSIVE, Capabilities(echo=False, suffix=False, best_of=False, audio_output=False)])
+    for field_, value in (("echo", True), ("suffix", "end"), ("best_of", 3)):
+        with pytest.raises(InvalidRequest) as err:
+            require(plain, "m", "completion", {"prompt": "x", field_: value})
+        assert err.value.param == field_
+    require(plain, "m", "completion", {"prompt": "x", "echo": False, "suffix": None, "best_of": 2, "n": 2})
+    with pytest.raises(InvalidRequest) as err:
+        require(plain, "m", "chat", {"messages": HI, "modalities": ["text", "audio"]})
+    assert err.value.param == "modalities"
+    require(plain, "m", "chat", {"messages": HI, "modalities": ["text"]})
     embeds = combine([Capabilities(embedding_size=384, dimensions=False)])
     require(embeds, "m", "embeddings", {"input": "x", "dimensions": 384})
     with pytest.raises(InvalidRequest):

@@ -107,6 +107,30 @@ def test_capability_400s_never_take_the_route_down(client: openai.OpenAI) -> Non
 
 
 
+@pytest.mark.parametrize(("kwargs", "param"), [
+    ({"echo": True, "logprobs": 1}, "echo"),  # how lm-eval-harness scores a prompt
+    ({"suffix": " and they lived happily ever after."}, "suffix"),
+    ({"best_of": 3}, "best_of"),
+])
+def test_completion_options_llamacpp_would_ignore_are_refused(client: openai.OpenAI, kwargs: Any,
+                                                               param: str) -> None:
+    """llama.cpp answers as if these were not set (no prompt echoed, no insertion, one sample)."""
+    with pytest.raises(openai.BadRequestError) as err:
+        client.completions.create(model="smollm2", prompt="Once upon a time", max_tokens=4, **kwargs)
+    assert _error(err.value)["param"] == param
+    assert client.completions.create(model="smollm2", prompt="Once upon a time", max_tokens=4, best_of=2, n=2,
+                                     extra_body={"echo": False, "suffix": ""}).choices
+
+
+def test_audio_answers_are_refused(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as err:
+        client.chat.completions.create(model="smollm2", messages=ASK, max_tokens=4, modalities=["text", "audio"],
+                                       audio={"voice": "alloy", "format": "wav"})
+    assert _error(err.value)["param"] == "modalities"
+    assert client.chat.completions.create(model="smollm2", messages=ASK, max_tokens=4,
+                                          modalities=["text"]).choices[0].message.content
+
+
 def test_local_engines_report_what_their_models_can_do(model_strata: StrataProcess) -> None:
     view = model_strata.admin("GET", "/admin/engines").json()
     llm, embed = view["smollm2-local"]["capabilities"], view["minilm-local"]["capabilities"]

@@ -31,6 +31,7 @@ class Capabilities:
     functions: bool = True  # the deprecated functions / function_call (llama.cpp ignores them: refused)
     vision: bool = True  # image_url content parts
     audio: bool = True  # input_audio content parts
+    audio_output: bool = True  # modalities ["audio"] / audio: spoken answers
     files: bool = True  # file content parts
     json_schema: bool = True  # response_format json_object / json_schema
     logprobs: bool = True
@@ -38,11 +39,15 @@ class Capabilities:
     native_n: bool = True  # the engine answers n > 1 itself (else the adapter fans out n calls)
     embedding_size: int | None = None  # native embedding dimensions, when known
     dimensions: bool = True  # honours a smaller `dimensions` (Matryoshka); False: only the native size
+    echo: bool = True  # text completions: the prompt returned before the answer
+    suffix: bool = True  # text completions: insertion before a given suffix
+    best_of: bool = True  # text completions: the best n of best_of samples
 
     def summary(self) -> dict[str, Any]:
         return {"endpoints": sorted(self.endpoints), "tools": self.tools, "vision": self.vision,
-                "audio": self.audio, "json_schema": self.json_schema, "logprobs": self.logprobs,
-                "max_n": self.max_n, "embedding_size": self.embedding_size, "dimensions": self.dimensions}
+                "audio": self.audio, "audio_output": self.audio_output, "json_schema": self.json_schema,
+                "logprobs": self.logprobs, "max_n": self.max_n, "embedding_size": self.embedding_size,
+                "dimensions": self.dimensions}
 
 
 PERMISSIVE = Capabilities()
@@ -54,7 +59,8 @@ def capabilities_of(engine: Any) -> Capabilities:
     return caps if isinstance(caps, Capabilities) else PERMISSIVE
 
 
-FLAGS = ("tools", "functions", "vision", "audio", "files", "json_schema", "logprobs", "native_n")
+FLAGS = ("tools", "functions", "vision", "audio", "audio_output", "files", "json_schema", "logprobs", "native_n",
+         "echo", "suffix", "best_of")
 
 
 def combine(all_caps: Iterable[Capabilities]) -> Capabilities:
@@ -85,10 +91,13 @@ def require(caps: Capabilities, model: str, endpoint: str, body: dict[str, Any])
     if endpoint == "chat":
         _messages(caps, model, body.get("messages"))
         _tools(caps, model, body)
+        _audio_output(caps, model, body)
         fmt = body.get("response_format")
         if isinstance(fmt, dict) and fmt.get("type") in ("json_object", "json_schema") and not caps.json_schema:
             raise unsupported(f"The model '{model}' does not support response_format {fmt['type']}.",
                               "response_format")
+    if endpoint == "completion":
+        _completion(caps, model, body)
     if (body.get("logprobs") or body.get("top_logprobs")) and not caps.logprobs:
         raise unsupported(f"The model '{model}' does not return logprobs.", "logprobs")
     n = body.get("n")
@@ -126,6 +135,29 @@ def _tools(caps: Capabilities, model: str, body: dict[str, Any]) -> None:
     choice = body.get("tool_choice")
     if choice is not None and choice != "none":
         raise unsupported(f"The model '{model}' does not support tool calling.", "tool_choice")
+
+
+def _audio_output(caps: Capabilities, model: str, body: dict[str, Any]) -> None:
+    if caps.audio_output:
+        return
+    modalities = body.get("modalities")
+    if isinstance(modalities, list) and "audio" in modalities:
+        raise unsupported(f"The model '{model}' does not answer with audio; ask for modalities [\"text\"].",
+                          "modalities")
+    if body.get("audio") is not None:
+        raise unsupported(f"The model '{model}' does not answer with audio; omit audio.", "audio")
+
+
+def _completion(caps: Capabilities, model: str, body: dict[str, Any]) -> None:
+    """The legacy completion options an engine may not know (llama.cpp answers as if they were not set)."""
+    if body.get("echo") and not caps.echo:
+        raise unsupported(f"The model '{model}' does not support echo (returning the prompt).", "echo")
+    if body.get("suffix") and not caps.suffix:
+        raise unsupported(f"The model '{model}' does not support suffix (insertion).", "suffix")
+    best_of, n = body.get("best_of"), body.get("n") or 1
+    if isinstance(best_of, int) and best_of > 1 and best_of != n and not caps.best_of:
+        raise unsupported(f"The model '{model}' does not support best_of; use n to get several answers.",
+                          "best_of")
 
 
 def _embeddings(caps: Capabilities, model: str, body: dict[str, Any]) -> None:

@@ -221,7 +221,8 @@ def llamacpp_engine(name: str, cfg: LlamaCppEngineConfig, **common: Any) -> Llam
             "threads": cfg.threads, "n_batch": cfg.n_batch, "chat_template": template}
     # until the worker reports its own: what llama.cpp always can, and tools only with a tool template
     caps = Capabilities(endpoints=frozenset({"chat", "completion"}), tools=template is not None, functions=False,
-                        vision=False, audio=False, files=False, max_n=cfg.n_parallel, native_n=False)
+                        vision=False, audio=False, audio_output=False, files=False, max_n=cfg.n_parallel,
+                        native_n=False, echo=False, suffix=False, best_of=False)
     engine = LlamaCppEngine(name, "llamacpp", cfg.model, spec, startup_timeout=cfg.startup_timeout,
                             context_length=cfg.slot_context, capabilities=caps, **common)
     if cfg.kv_unified:
@@ -235,7 +236,7 @@ def sentence_transformers_engine(name: str, cfg: SentenceTransformersEngineConfi
     spec = {"model": str(path), "device": cfg.device, "threads": cfg.threads, "batch_size": cfg.batch_size,
             "matryoshka": cfg.matryoshka}
     caps = Capabilities(endpoints=frozenset({"embeddings"}), tools=False, functions=False, vision=False,
-                        audio=False, files=False, json_schema=False, logprobs=False, max_n=1,
+                        audio=False, audio_output=False, files=False, json_schema=False, logprobs=False, max_n=1,
                         dimensions=cfg.matryoshka)
     return EmbeddingsEngine(name, "sentence-transformers", cfg.model, spec, startup_timeout=cfg.startup_timeout,
                             capabilities=caps, **common)

@@ -69,7 +69,9 @@ def encode(traces: Sequence[Trace], service_name: str) -> bytes:
                 status=Status(code=s.status, message=s.message or "")))  # type: ignore[arg-type]
     resource = Resource(attributes=[KeyValue(key="service.name", value=_value(service_name)),
                                     KeyValue(key="telemetry.sdk.name", value=_value("strata")),
-                                    KeyValue(key="service.version", value=_value(__version__))])
+                                    KeyValue(key="service.version", value=_value(__version__)),
+                                    # Phoenix files traces by project: under the service's name, not "default"
+                                    KeyValue(key="openinference.project.name", value=_value(service_name))])
     request = ExportTraceServiceRequest(resource_spans=[ResourceSpans(
         resource=resource, scope_spans=[ScopeSpans(scope=InstrumentationScope(name="strata", version=__version__),
                                                    spans=spans)])])

@@ -32,7 +32,9 @@ class StrataProcess:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.config = config
-        self.env = {**os.environ, "STRATA_ADMIN_KEY": ADMIN_KEY, **(env or {})}
+        # A HOME of its own: `strata up` records itself in ~/.strata/current.json, which is the user's, not a test's
+        home = data_dir / ".home"
+        self.env = {**os.environ, "HOME": str(home), "STRATA_ADMIN_KEY": ADMIN_KEY, **(env or {})}
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = data_dir / "strata.log"
 

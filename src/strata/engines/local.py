@@ -23,8 +23,9 @@ from strata.engines.artifacts import require_module, resolve_artifact
 from strata.engines.base import EngineHealth, Kind
 from strata.engines.capabilities import PERMISSIVE, Capabilities
 from strata.engines.config import LlamaCppEngineConfig, SentenceTransformersEngineConfig, SupervisorSettings
-from strata.engines.http import HttpEngine
+from strata.engines.http import HttpEngine, map_client_errors
 from strata.engines.kv_budget import KvBudget, output_limit, prompt_bound
+from strata.engines.llamacpp_logprobs import prompts, requested, rewrite, rewrite_stream, upstream_body
 from strata.engines.llamacpp_tools import (
     as_tool_call,
     constrained,
@@ -164,6 +165,9 @@ class LlamaCppEngine(LocalEngine):
                 if (forced := forced_tools(body)) is not None:
                     return as_tool_call(await super().generate_one(kind, constrained(body, forced)))
                 return with_ids(await super().generate_one(kind, body))
+            if kind == "completion" and (n := requested(body)) is not None:
+                starts = await self._prompt_lengths(body)
+                return rewrite(await super().generate_one(kind, upstream_body(body)), n, starts)
             return await super().generate_one(kind, body)
 
     def stream_one(self, kind: Kind, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
@@ -172,6 +176,10 @@ class LlamaCppEngine(LocalEngine):
             if (forced := forced_tools(body)) is not None:
                 return self._held(stream_tool_call(super().stream_one(kind, constrained(body, forced))), body)
             return self._held(stream_with_ids(super().stream_one(kind, body)), body)
+        if kind == "completion" and (n := requested(body)) is not None:
+            chunks = rewrite_stream(super().stream_one(kind, upstream_body(body)), n,
+                                    lambda: self._prompt_lengths(body))
+            return self._held(chunks, body)
         return self._held(super().stream_one(kind, body), body)
 
     async def _held(self, chunks: AsyncIterator[dict[str, Any]], body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
@@ -181,6 +189,18 @@ class LlamaCppEngine(LocalEngine):
                     yield chunk
         finally:
             await chunks.aclose()  # type: ignore[attr-defined]
+
+    async def _prompt_lengths(self, body: dict[str, Any]) -> list[int]:
+        """Each prompt's length in characters (where legacy ``text_offset`` starts); token ids are
+        detokenized by the worker."""
+        return [len(p) if isinstance(p, str) else len(await self._detokenize(p)) for p in prompts(body)]
+
+    async def _detokenize(self, tokens: list[int]) -> str:
+        with map_client_errors(self.name):
+            async with self.session.post(f"http://127.0.0.1:{self.port}/detokenize", json={"tokens": tokens},
+                                         timeout=aiohttp.ClientTimeout(total=10)) as r:
+                r.raise_for_status()
+                return str((await r.json())["content"])
 
     async def health(self) -> EngineHealth:
         h = await super().health()

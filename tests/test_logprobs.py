@@ -87,3 +87,58 @@ def test_chat_logprobs_keep_the_chat_shape(client: openai.OpenAI) -> None:
     lp = reply.choices[0].logprobs
     assert lp is not None and lp.content
     assert lp.content[0].token and len(lp.content[0].top_logprobs) == 2
+
+
+PROMPTS = ["The sky is", "Once upon a time"]
+
+
+def streamed_choices(stream: Any) -> tuple[dict[int, list[Any]], Any]:
+    """Each choice index's chunks, and the usage of the stream's last chunk (which has no choices)."""
+    by_index: dict[int, list[Any]] = {}
+    usage = None
+    for chunk in stream:
+        assert chunk.object == "text_completion" and usage is None  # usage comes last, on its own
+        if chunk.usage is not None:
+            assert chunk.choices == []
+            usage = chunk.usage
+        for choice in chunk.choices:
+            by_index.setdefault(choice.index, []).append(choice)
+    return by_index, usage
+
+
+def test_streamed_prompts_each_get_their_own_choice(client: openai.OpenAI) -> None:
+    """llama.cpp streams several prompts in a shape of its own (a leading ``data: null``, usage per prompt)."""
+    stream = client.completions.create(model="smollm2", prompt=PROMPTS, max_tokens=5, temperature=0, stream=True,
+                                       stream_options={"include_usage": True})
+    by_index, usage = streamed_choices(stream)
+    assert sorted(by_index) == [0, 1]
+    assert all("".join(c.text for c in by_index[i]) and by_index[i][-1].finish_reason == "length" for i in (0, 1))
+    alone = [client.completions.create(model="smollm2", prompt=p, max_tokens=1).usage for p in PROMPTS]
+    assert usage is not None and usage.completion_tokens == 10  # both prompts' tokens, not one's
+    assert usage.prompt_tokens == sum(u.prompt_tokens for u in alone if u is not None)
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+def test_prompts_times_n_with_logprobs(client: openai.OpenAI, stream: bool) -> None:
+    """Prompt i's sample j is choice i*n + j, with text_offset from its own prompt's start; usage sums all."""
+    kw: dict[str, Any] = {"stream_options": {"include_usage": True}} if stream else {}
+    reply = client.completions.create(model="smollm2", prompt=PROMPTS, max_tokens=4, n=2, logprobs=1, seed=7,
+                                      stream=stream, **kw)
+    if stream:
+        by_index, usage = streamed_choices(reply)
+    else:
+        by_index, usage = {c.index: [c] for c in reply.choices}, reply.usage
+    assert sorted(by_index) == [0, 1, 2, 3]
+    tokens = 0
+    for index, choices in by_index.items():
+        offset = len(PROMPTS[index // 2])
+        for choice in choices:
+            if choice.logprobs is None:
+                assert choice.text == "" and choice.finish_reason is not None
+                continue
+            assert_legacy(choice.logprobs, choice.text, offset, 1)
+            offset += len(choice.text)
+            tokens += len(choice.logprobs.tokens or [])
+        assert choices[-1].finish_reason is not None
+    assert usage is not None and usage.completion_tokens == tokens > 4
+    assert usage.prompt_tokens >= 4  # each of the four calls read its prompt

@@ -1,11 +1,14 @@
-"""``n > 1`` for engines that cannot answer it themselves: n parallel calls, merged into one answer.
+"""Choices an engine cannot answer in one call: parallel calls, one per choice, merged into one answer.
 
-Each sample is its own engine call (``n: 1``; with a ``seed``, sample ``i`` gets ``seed + i`` so the
-samples differ yet stay reproducible). Choices are indexed ``0..n-1``; usage is the sum of the calls'
-(each call really processed the prompt, though a prompt cache makes the repeats cheap and says so in
-``cached_tokens``). Streams are interleaved as their chunks arrive, each chunk's choice re-indexed,
-and the calls' usage chunks become one summed usage chunk at the end. If one call fails, the others
-are cancelled and the failure is the answer's.
+``n > 1`` on an engine without its own ``n``: each sample is its own call (``n: 1``; with a ``seed``,
+sample ``j`` gets ``seed + j`` so the samples differ yet stay reproducible). An engine adapter may split
+further (llama.cpp: one call per prompt of a text completion, see ``per_prompt``); call ``i`` of the list
+answers choice ``i``, so prompt ``p``'s sample ``j`` is choice ``p * n + j``, as OpenAI numbers them.
+
+Usage is the sum of the calls' (each call really processed its prompt, though a prompt cache makes the
+repeats cheap and says so in ``cached_tokens``). Streams are interleaved as their chunks arrive, each
+chunk's choice re-indexed, and the calls' usage chunks become one summed usage chunk at the end. If one
+call fails, the others are cancelled and the failure is the answer's.
 """
 
 from __future__ import annotations
@@ -25,6 +28,11 @@ def samples(body: dict[str, Any], n: int) -> list[dict[str, Any]]:
     return [{**body, "n": 1, **({"seed": seed + i} if isinstance(seed, int) else {})} for i in range(n)]
 
 
+def per_prompt(calls: list[dict[str, Any]], prompts: list[Any]) -> list[dict[str, Any]]:
+    """Each call once per prompt, prompt-major: with ``calls`` the n samples, call ``p * n + j``."""
+    return [{**call, "prompt": prompt} for prompt in prompts for call in calls]
+
+
 def sum_usage(usages: list[Any]) -> dict[str, Any] | None:
     usages = [u for u in usages if isinstance(u, dict)]
     if not usages:
@@ -38,10 +46,10 @@ def sum_usage(usages: list[Any]) -> dict[str, Any] | None:
     return out
 
 
-async def generate_n(call: Call, body: dict[str, Any], n: int) -> dict[str, Any]:
+async def generate_all(call: Call, bodies: list[dict[str, Any]]) -> dict[str, Any]:
     try:
         async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(call(b)) for b in samples(body, n)]
+            tasks = [group.create_task(call(b)) for b in bodies]
     except ExceptionGroup as eg:  # the first failure is the answer's; the other calls were cancelled
         raise eg.exceptions[0] from None
     results = [t.result() for t in tasks]
@@ -63,7 +71,7 @@ def sum_timings(timings: list[Any]) -> dict[str, float] | None:
     return {k: sum(float(t.get(k) or 0) for t in found) for k in ("prompt_ms", "predicted_ms")}
 
 
-async def stream_n(stream: Stream, body: dict[str, Any], n: int) -> AsyncIterator[dict[str, Any]]:
+async def stream_all(stream: Stream, bodies: list[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
     queue: asyncio.Queue[tuple[int, Any]] = asyncio.Queue()
 
     async def pump(i: int, sub: dict[str, Any]) -> None:
@@ -78,12 +86,12 @@ async def stream_n(stream: Stream, body: dict[str, Any], n: int) -> AsyncIterato
             await chunks.aclose()  # type: ignore[attr-defined]
         queue.put_nowait((i, _DONE))
 
-    tasks = [asyncio.create_task(pump(i, b)) for i, b in enumerate(samples(body, n))]
+    tasks = [asyncio.create_task(pump(i, b)) for i, b in enumerate(bodies)]
     usages: list[dict[str, Any]] = []
     timings: list[Any] = []
     head: dict[str, Any] | None = None
     try:
-        live = n
+        live = len(bodies)
         while live:
             i, item = await queue.get()
             if item is _DONE:

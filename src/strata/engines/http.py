@@ -22,7 +22,7 @@ import orjson
 from strata.engines.base import EngineHealth, Kind
 from strata.engines.capabilities import PERMISSIVE, Capabilities
 from strata.engines.config import OpenAIEngineConfig, UpstreamCapabilities
-from strata.engines.fanout import generate_n, stream_n
+from strata.engines.fanout import generate_all, samples, stream_all
 from strata.errors import (
     InvalidRequest,
     RateLimited,
@@ -113,20 +113,21 @@ class HttpEngine:
     async def start(self) -> None:
         _ = self.session
 
-    def _fan_out(self, body: dict[str, Any]) -> int:
-        """How many calls ``n`` takes: 1 when the engine answers it itself."""
+    def _calls(self, kind: Kind, body: dict[str, Any]) -> list[dict[str, Any]]:
+        """The engine calls a request takes, call ``i`` answering choice ``i`` (see ``fanout``): one, or
+        ``n`` when the engine cannot answer ``n`` itself."""
         n = body.get("n")
-        return n if isinstance(n, int) and n > 1 and not self.capabilities.native_n else 1
+        return samples(body, n) if isinstance(n, int) and n > 1 and not self.capabilities.native_n else [body]
 
     async def generate(self, kind: Kind, body: dict[str, Any]) -> dict[str, Any]:
-        if (n := self._fan_out(body)) > 1:
-            return await generate_n(lambda b: self.generate_one(kind, b), body, n)
-        return await self.generate_one(kind, body)
+        if len(calls := self._calls(kind, body)) > 1:
+            return await generate_all(lambda b: self.generate_one(kind, b), calls)
+        return await self.generate_one(kind, calls[0])
 
     def stream(self, kind: Kind, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
-        if (n := self._fan_out(body)) > 1:
-            return stream_n(lambda b: self.stream_one(kind, b), body, n)
-        return self.stream_one(kind, body)
+        if len(calls := self._calls(kind, body)) > 1:
+            return stream_all(lambda b: self.stream_one(kind, b), calls)
+        return self.stream_one(kind, calls[0])
 
     async def generate_one(self, kind: Kind, body: dict[str, Any]) -> dict[str, Any]:
         return await self._post_json(PATHS[kind], body)

@@ -23,6 +23,7 @@ from strata.engines.artifacts import require_module, resolve_artifact
 from strata.engines.base import EngineHealth, Kind
 from strata.engines.capabilities import PERMISSIVE, Capabilities
 from strata.engines.config import LlamaCppEngineConfig, SentenceTransformersEngineConfig, SupervisorSettings
+from strata.engines.fanout import per_prompt
 from strata.engines.http import HttpEngine, map_client_errors
 from strata.engines.kv_budget import KvBudget, output_limit, prompt_bound
 from strata.engines.llamacpp_logprobs import prompts, requested, rewrite, rewrite_stream, upstream_body
@@ -133,7 +134,8 @@ class LlamaCppEngine(LocalEngine):
 
     Capabilities come from the loaded model (``/props``): tools when its chat template describes them,
     vision/audio only with a multimodal projector (never configured here). ``n > 1`` is fanned out into
-    parallel calls, because llama.cpp's own ``n`` reports the usage of one choice only (measured).
+    parallel calls, because llama.cpp's own ``n`` reports the usage of one choice only (measured); so are
+    a text completion's prompts (see ``_calls``).
     """
 
     close_after_stream = True
@@ -146,6 +148,17 @@ class LlamaCppEngine(LocalEngine):
         media = props.get("modalities") or {}
         return replace(self.capabilities, tools=bool(template.get("supports_tools")),
                        vision=bool(media.get("vision")), audio=bool(media.get("audio")))
+
+    def _calls(self, kind: Kind, body: dict[str, Any]) -> list[dict[str, Any]]:
+        """One call per prompt of a text completion too (prompt ``p``'s sample ``j`` is choice ``p * n + j``).
+        With several prompts llama.cpp's JSON answer counts one prompt's usage, and its stream is a shape
+        of its own: a leading ``data: null``, then the prompts' chunks interleaved, each prompt's last one
+        with that prompt's usage and timings (measured on xllamacpp). Single-prompt calls also keep the
+        logprobs rewrite's ``text_offset`` per prompt and the KV budget's holds per call."""
+        calls = super()._calls(kind, body)
+        if kind == "completion" and len(texts := prompts(body)) > 1:
+            return per_prompt(calls, texts)
+        return calls
 
     def _bounded(self, body: dict[str, Any]) -> dict[str, Any]:
         """With a shared KV cache, an answer without ``max_tokens`` is limited to ``n_ctx / n_parallel``."""

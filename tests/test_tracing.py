@@ -239,3 +239,33 @@ def test_strata_traces_list_and_show_a_served_request(upstream: FaultyUpstream, 
     assert "deployment=ok-dep" in shown.stdout
     assert missing.returncode == 1 and len(missing.stderr.strip().splitlines()) == 1
     assert "No trace 'no-such-request'" in missing.stderr
+
+
+def test_the_otlp_bytes_decode_with_the_official_messages() -> None:
+    """Strata writes OTLP protobuf itself (``observe.otlp.Encoder``); the official message classes read back
+    every field and attribute type, long and non-ASCII values, negative ints, and an error status."""
+    from strata.observe.otlp import Encoder
+    from strata.observe.tracing import CLIENT, SERVER, Trace
+
+    trace = Trace(0x4BF92F3577B34DA6A3CE929D0E0E4736, 0x00F067AA0BA902B7, "req-é")
+    root = trace.start("chat m", None, SERVER, {"s": "ünïcode " * 40, "i": -3, "big": 2**40, "f": 0.25, "b": False,
+                                                "arr": ("stop", "length")})
+    child = trace.start("chat ok", root, CLIENT, {"strata.attempt": 1})
+    child.end("upstream bad returned HTTP 500")
+    root.end()
+    encoder = Encoder("svc")
+    for _ in range(2):  # the second time, attributes come from the encoder's cache
+        msg = ExportTraceServiceRequest.FromString(encoder.encode([trace]))
+        (rs,) = msg.resource_spans
+        assert {kv.key: _value(kv.value) for kv in rs.resource.attributes}["service.name"] == "svc"
+        (ss,) = rs.scope_spans
+        assert ss.scope.name == "strata"
+        got_root, got_child = ss.spans
+        assert got_root.trace_id.hex() == trace.hex_id and got_root.parent_span_id.hex() == "00f067aa0ba902b7"
+        assert (got_root.name, got_root.kind, got_root.start_time_unix_nano, got_root.end_time_unix_nano) == (
+            "chat m", SERVER, root.start_ns, root.end_ns)
+        assert {kv.key: _value(kv.value) for kv in got_root.attributes} == {
+            "s": "ünïcode " * 40, "i": -3, "big": 2**40, "f": 0.25, "b": False, "arr": ["stop", "length"]}
+        assert got_child.parent_span_id == got_root.span_id and got_child.kind == CLIENT
+        assert (got_child.status.code, got_child.status.message) == (2, "upstream bad returned HTTP 500")
+        assert got_root.status.code == 0

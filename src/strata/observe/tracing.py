@@ -7,8 +7,8 @@ and leave by OTLP/HTTP (``observe.otlp``) and into Strata's own trace store (``o
 Why not the OpenTelemetry SDK's tracer on the request path: measured on this machine, the SDK costs about
 26 µs per span (a request is about ten spans: 280 µs, more than the gateway's whole overhead), while a span
 here is a small slotted object (about 2 µs). The finished trace is handed to a background thread
-(``TraceExporter``) that batches traces to the sinks; the OTLP wire format is built there with the
-``opentelemetry-proto`` message classes. A full queue drops traces (counted), never blocks a request.
+(``TraceExporter``) that batches traces to the sinks; the OTLP wire format is written there directly
+(``observe.otlp``). A full queue drops traces (counted), never blocks a request.
 
 W3C ``traceparent`` from the client is continued (same trace id, the client's span as the parent, its
 sampled flag decides); without one, ``sample_rate`` decides per request (head sampling).

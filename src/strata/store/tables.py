@@ -34,6 +34,9 @@ class ApiKey(Base):
     expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     updated_seq: Mapped[int] = mapped_column(BigInteger, default=0, index=True)
+    role: Mapped[str | None] = mapped_column(String(20), nullable=True)  # admin, operator, analyst, member
+    scopes: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)  # {"teams": [...], "routes": [...]}
+    max_concurrency: Mapped[int | None] = mapped_column(Integer, nullable=True)  # requests in flight at once
 
 
 class LedgerRow(Base):
@@ -222,3 +225,32 @@ class TraceRow(Base):
     route: Mapped[str | None] = mapped_column(String(200), nullable=True, index=True)
     status: Mapped[int | None] = mapped_column(Integer, nullable=True)  # the root's http.response.status_code
     spans: Mapped[list[dict[str, Any]]] = mapped_column(JSON)  # Span.to_dict() of each, the root first
+
+
+class AuditEntry(Base):
+    """One security-relevant change, hash-chained to the one before it (``hash`` covers ``prev_hash`` and this
+    entry's fields), so an edited, deleted or reordered entry breaks the chain."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = id_column()
+    seq: Mapped[int] = mapped_column(BigInteger, unique=True)  # position in the chain, from 1
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    actor: Mapped[str] = mapped_column(String(200))
+    action: Mapped[str] = mapped_column(String(100), index=True)
+    subject: Mapped[str] = mapped_column(String(400))
+    detail: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class SecretRow(Base):
+    """A secret (an upstream API key) encrypted at rest; ``key_id`` names the encryption key, for rotation."""
+
+    __tablename__ = "secrets"
+
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    ciphertext: Mapped[str] = mapped_column(Text)
+    key_id: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -73,6 +73,7 @@ class LedgerRow(Base):
     saved_usd: Mapped[float | None] = mapped_column(Float, nullable=True)  # a cache hit: cost it avoided
     cached_tokens: Mapped[int | None] = mapped_column(Integer, nullable=True)  # prompt tokens from the engine's cache
     trace_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)  # its trace (hex), if traced
+    guard: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, nullable=True)  # guard findings (no text)
 
     __table_args__ = (
         Index("ix_ledger_started_at", "started_at"),

@@ -1,4 +1,4 @@
-"""security: the hash-chained audit log, key roles/scopes/concurrency caps, encrypted secrets
+"""security: the hash-chained audit log, key roles/scopes/concurrency caps, encrypted secrets, ledger.guard
 
 Revision ID: 0011
 Revises: 0010
@@ -42,9 +42,13 @@ def upgrade() -> None:
         t.add_column(sa.Column("role", sa.String(length=20), nullable=True))
         t.add_column(sa.Column("scopes", sa.JSON(), nullable=True))
         t.add_column(sa.Column("max_concurrency", sa.Integer(), nullable=True))
+    with op.batch_alter_table("ledger") as t:
+        t.add_column(sa.Column("guard", sa.JSON(), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("ledger") as t:
+        t.drop_column("guard")
     with op.batch_alter_table("api_keys") as t:
         t.drop_column("max_concurrency")
         t.drop_column("scopes")

@@ -11,8 +11,10 @@ from rich.table import Table
 
 from strata.cli.common import ConfigOpt, DataDirOpt, JsonOpt, one_line_errors, print_json
 from strata.cli.runtime import open_data
+from strata.errors import InvalidRequest
 from strata.gateway.admin import key_view
 from strata.governance.keys import KeyStore, check_routes
+from strata.governance.roles import Scopes
 
 app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
 
@@ -28,7 +30,10 @@ def create(
     team: Annotated[str, typer.Option(help="Team the key's usage is attributed to")] = "default",
     route: Annotated[list[str] | None, typer.Option("--route", help="Allowed route (repeat); default: all")] = None,
     expires_in_days: Annotated[float | None, typer.Option(help="Expire after this many days")] = None,
-    admin: Annotated[bool, typer.Option("--admin", help="Unlock the admin API")] = False,
+    admin: Annotated[bool, typer.Option("--admin", help="Role admin (the same as --role admin)")] = False,
+    role: Annotated[str | None, typer.Option(help="admin, operator, analyst or member (default: member)")] = None,
+    scope: Annotated[list[str] | None, typer.Option(
+        "--scope", help="Confine the key: team:NAME or route:NAME (repeat)")] = None,
     config: ConfigOpt = None,
     data_dir: DataDirOpt = None,
     as_json: JsonOpt = False,
@@ -37,12 +42,17 @@ def create(
     expires = datetime.now(UTC) + timedelta(days=expires_in_days) if expires_in_days is not None else None
     settings, db = open_data(config, data_dir)
     check_routes(route, [r.name for r in settings.routes])
-    created = KeyStore(db).create(name, team, route or None, expires, admin)
+    if admin and role not in (None, "admin"):
+        raise InvalidRequest(f"--admin contradicts --role {role}", param="role")
+    scopes = Scopes.parse(scope or ())
+    check_routes(sorted(scopes.routes or ()), [r.name for r in settings.routes])
+    created = KeyStore(db).create(name, team, route or None, expires, admin, role=role, scopes=scopes)
     view = {**key_view(created.principal, datetime.now(UTC), created.secret[:14]), "key": created.secret}
     if as_json:
         print_json(view)
         return
-    Console().print(f"Created key [bold]{view['id']}[/] for team [bold]{team}[/]. Store it now; it is shown once:")
+    Console().print(f"Created {view['role']} key [bold]{view['id']}[/] for team [bold]{team}[/]. Store it now; "
+                    "it is shown once:")
     typer.echo(created.secret)
 
 
@@ -54,11 +64,12 @@ def list_(config: ConfigOpt = None, data_dir: DataDirOpt = None, as_json: JsonOp
     if as_json:
         print_json(views)
         return
-    table = Table("id", "name", "team", "prefix", "routes", "admin", "status", "expires")
+    table = Table("id", "name", "team", "prefix", "routes", "role", "scopes", "status", "expires")
     for v in views:
         status = "revoked" if v["revoked"] else "active"
         routes = ",".join(v["allowed_routes"]) if v["allowed_routes"] is not None else "*"
-        table.add_row(v["id"], v["name"], v["team"], (v["prefix"] or "") + "…", routes, "yes" if v["admin"] else "",
+        scopes = " ".join(f"{k[:-1]}:{n}" for k, names in (v["scopes"] or {}).items() for n in names)
+        table.add_row(v["id"], v["name"], v["team"], (v["prefix"] or "") + "…", routes, v["role"], scopes or "*",
                       status, v["expires_at"] or "never")
     Console().print(table)
 

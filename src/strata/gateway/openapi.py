@@ -23,10 +23,12 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from strata.gateway.admin import CreateKey
+from strata.gateway.authz import RULES
 from strata.gateway.feedback_api import FeedbackRequest
 from strata.gateway.responses import ResponsesRequest
 from strata.gateway.schemas import ChatRequest, CompletionRequest, EmbeddingRequest
 from strata.governance.config import BudgetRule, LimitRule
+from strata.governance.roles import PERMISSIONS, ROLES
 from strata.routing.config import DeploymentConfig, RouteConfig
 
 MODELS: list[type[BaseModel]] = [ChatRequest, CompletionRequest, EmbeddingRequest, ResponsesRequest, FeedbackRequest,
@@ -155,8 +157,9 @@ def _operation(method: str, path: str, op: Op) -> dict[str, Any]:
     out["responses"] = _responses(op)
     if op.auth == "none":
         out["security"] = []
-    elif op.auth == "admin":
-        out["description"] = "Needs the admin key (or a key created with admin: true)."
+    elif (rule := RULES.get((method, path))) is not None and rule.permission is not None:
+        roles = ", ".join(r for r in ROLES if rule.permission in PERMISSIONS[r])
+        out["description"] = f"Needs the {rule.permission!r} permission (roles: {roles})."
     return out
 
 

@@ -1,5 +1,6 @@
 """Admin API for traces: ``GET /admin/traces`` (recent traces of this process) and
-``GET /admin/traces/{id}`` (one trace's span tree, by trace id or request id). Admin keys only."""
+``GET /admin/traces/{id}`` (one trace's span tree, by trace id or request id). A team-scoped key sees only
+its teams' traces; another team's trace is "not found", like a missing one."""
 
 from __future__ import annotations
 
@@ -9,9 +10,9 @@ from starlette.requests import Request
 from starlette.routing import Route
 
 from strata.errors import InvalidRequest, NotFound
-from strata.gateway.admin import guarded
+from strata.gateway.admin import guarded, principal_of
 from strata.gateway.state import AppState
-from strata.observe.trace_store import TraceStore
+from strata.observe.trace_store import TraceStore, team_of
 
 
 def _store(state: AppState) -> TraceStore:
@@ -38,13 +39,15 @@ async def list_traces(state: AppState, request: Request) -> dict[str, Any]:
     if not 1 <= limit <= 1000:
         raise InvalidRequest("limit must be between 1 and 1000.", param="limit")
     rows = _store(state).list(route=request.query_params.get("route"), status=_int(request, "status", None),
-                              limit=limit)
+                              limit=limit, teams=principal_of(request).scopes.teams)
     return {"object": "list", "data": rows}
 
 
 async def show_trace(state: AppState, request: Request) -> dict[str, Any]:
     ident = request.path_params["trace_id"]
     found = _store(state).get(ident)
+    if found is not None and not principal_of(request).scopes.team_ok(team_of(found["spans"])):
+        found = None
     if found is None:
         cfg = state.settings.tracing.store
         where = "of this gateway process" if cfg.backend == "memory" else "in the database"

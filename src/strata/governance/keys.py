@@ -16,6 +16,7 @@ from sqlalchemy import Engine, false, func, select, text, update
 from sqlalchemy.orm import Session
 
 from strata.errors import InvalidRequest, NotFound
+from strata.governance.roles import PERMISSIONS, UNSCOPED, Scopes, check_role, role_of
 from strata.store.tables import ApiKey
 
 KEY_PREFIX = "sk-strata-"
@@ -24,7 +25,8 @@ MAX_NAME = 200  # the width of api_keys.name and api_keys.team
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """Who is calling: the identity every request is attributed to."""
+    """Who is calling: the identity every request is attributed to, with its role and scopes
+    (``governance.roles``). ``is_admin`` is kept in step with the role (admin or not)."""
 
     key_id: str
     name: str
@@ -33,9 +35,19 @@ class Principal:
     is_admin: bool
     expires_at: datetime | None = None
     revoked: bool = False
+    role: str = ""  # empty: derived from is_admin
+    scopes: Scopes = UNSCOPED
+
+    def __post_init__(self) -> None:
+        role = role_of(self.role or None, self.is_admin)
+        object.__setattr__(self, "role", role)
+        object.__setattr__(self, "is_admin", role == "admin")
 
     def may_use(self, route: str) -> bool:
         return self.allowed_routes is None or route in self.allowed_routes
+
+    def can(self, permission: str) -> bool:
+        return permission in PERMISSIONS[self.role]
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +77,8 @@ def principal_of(row: ApiKey) -> Principal:
         is_admin=row.is_admin,
         expires_at=_aware(row.expires_at),
         revoked=row.revoked_at is not None,
+        role=role_of(row.role, row.is_admin),
+        scopes=Scopes.of(row.scopes),
     )
 
 
@@ -89,13 +103,17 @@ class KeyStore:
         expires_at: datetime | None = None,
         is_admin: bool = False,
         secret: str | None = None,
+        role: str | None = None,
+        scopes: Scopes = UNSCOPED,
     ) -> CreatedKey:
+        """A new key; ``role`` wins over ``is_admin`` (the older flag, kept: ``is_admin=True`` is role admin)."""
         if not name.strip() or not team.strip():
             raise InvalidRequest("key name and team must not be empty", param="name")
         if len(name) > MAX_NAME or len(team) > MAX_NAME:  # PostgreSQL would refuse the row; SQLite would not
             raise InvalidRequest(f"key name and team must be at most {MAX_NAME} characters", param="name")
         if expires_at is not None and _aware(expires_at) <= datetime.now(UTC):  # type: ignore[operator]
             raise InvalidRequest("expires_at is in the past", param="expires_at")
+        role = check_role(role or ("admin" if is_admin else "member"))
         secret = secret or KEY_PREFIX + secrets.token_urlsafe(32)
         row = ApiKey(
             id=uuid.uuid4().hex[:16],
@@ -104,7 +122,9 @@ class KeyStore:
             key_hash=hash_key(secret),
             prefix=secret[:14],
             allowed_routes=sorted(set(allowed_routes)) if allowed_routes is not None else None,
-            is_admin=is_admin,
+            is_admin=role == "admin",
+            role=role,
+            scopes=scopes.to_json(),
             created_at=datetime.now(UTC),
             expires_at=expires_at,
             revoked_at=None,

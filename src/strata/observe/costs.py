@@ -9,13 +9,14 @@ from __future__ import annotations
 import csv
 import io
 from collections import defaultdict
+from collections.abc import Collection
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine, select
 
 from strata.errors import InvalidRequest
-from strata.observe.usage import COLUMNS, parse_window
+from strata.observe.usage import COLUMNS, in_window, parse_window
 from strata.store.tables import LedgerRow
 
 WEEK = timedelta(days=7)
@@ -23,7 +24,9 @@ DRIVER_SHARE = 0.8  # the top groups that together make this share of spend are 
 DIMENSIONS = ("team", "key", "route", "deployment", "model", "user", "endpoint")
 
 
-def cost_report(engine: Engine, by: str = "team", since: str = "30d", now: datetime | None = None) -> dict[str, Any]:
+def cost_report(engine: Engine, by: str = "team", since: str = "30d", now: datetime | None = None,
+                teams: Collection[str] | None = None) -> dict[str, Any]:
+    """``teams``: only these teams' spend (a team-scoped key's view); None: every team."""
     now = now or datetime.now(UTC)
     try:
         start = now - parse_window(since)
@@ -35,7 +38,7 @@ def cost_report(engine: Engine, by: str = "team", since: str = "30d", now: datet
     column = LedgerRow.tags if tag else COLUMNS[by]
     earliest = min(start, now - 2 * WEEK)
     q = select(column, LedgerRow.started_at, LedgerRow.cost_usd, LedgerRow.saved_usd).where(
-        LedgerRow.started_at >= earliest)
+        in_window(earliest, teams))
     acc: dict[Any, dict[str, Any]] = defaultdict(lambda: {"requests": 0, "cost_usd": 0.0, "saved_usd": 0.0,
                                                           "this_week_usd": 0.0, "last_week_usd": 0.0})
     with engine.connect() as conn:

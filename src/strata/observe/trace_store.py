@@ -16,7 +16,7 @@ import logging
 import re
 import threading
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -93,18 +93,20 @@ class TraceStore:
     # --- read side (admin API, CLI) ----------------------------------------------------------------------
 
     def list(self, request_id: str | None = None, route: str | None = None, status: int | None = None,
-             min_duration_ms: float | None = None, limit: int = 50) -> Rows:
-        """Summaries of the newest traces that match, newest first (no spans)."""
+             min_duration_ms: float | None = None, limit: int = 50, teams: Collection[str] | None = None) -> Rows:
+        """Summaries of the newest traces that match, newest first (no spans). ``teams``: only traces of
+        requests made by these teams' keys (the ``strata.team`` span attribute), read from the spans."""
         limit = max(1, min(limit, MAX_LIMIT))
         if self.db is None:
             with self._lock:
                 kept: Rows = [dict(zip(COLUMNS, e, strict=True)) for e in self._memory]
             found = [r for r in reversed(kept) if (request_id is None or r["request_id"] == request_id)
                      and (route is None or r["route"] == route) and (status is None or r["status"] == status)
-                     and (min_duration_ms is None or r["duration_ms"] >= min_duration_ms)]
+                     and (min_duration_ms is None or r["duration_ms"] >= min_duration_ms)
+                     and (teams is None or team_of(_span_dicts(r["spans"])) in teams)]
             found.sort(key=lambda r: r["started_at"], reverse=True)
             return [_summary(r) for r in found[:limit]]
-        q = select(*SUMMARY)
+        q = select(*SUMMARY, TraceRow.spans) if teams is not None else select(*SUMMARY)
         if request_id is not None:
             q = q.where(TraceRow.request_id == request_id)
         if route is not None:
@@ -113,9 +115,12 @@ class TraceStore:
             q = q.where(TraceRow.status == status)
         if min_duration_ms is not None:
             q = q.where(TraceRow.duration_ms >= min_duration_ms)
-        q = q.order_by(TraceRow.started_at.desc(), TraceRow.id.desc()).limit(limit)
+        q = q.order_by(TraceRow.started_at.desc(), TraceRow.id.desc())
         with self.db.connect() as conn:
-            return [_summary(r._mapping) for r in conn.execute(q)]
+            if teams is None:
+                return [_summary(r._mapping) for r in conn.execute(q.limit(limit))]
+            rows = (r._mapping for r in conn.execute(q) if team_of(_span_dicts(r.spans)) in teams)
+            return [_summary(r) for r, _ in zip(rows, range(limit), strict=False)]
 
     def get(self, ident: str) -> dict[str, Any] | None:
         """A trace by its 32-hex trace id or by a request id: its summary, ``spans`` and ``tree``."""
@@ -153,6 +158,15 @@ class TraceStore:
                 rows = conn.execute(select(*cols).where(TraceRow.request_id == ident)
                                     .order_by(TraceRow.started_at.desc(), TraceRow.id.desc()).limit(1)).all()
         return [dict(r._mapping) for r in rows]
+
+
+def team_of(spans: list[dict[str, Any]]) -> str | None:
+    """The team whose key made the request (the ``strata.team`` attribute of its root span)."""
+    for s in spans:
+        team = (s.get("attributes") or {}).get("strata.team")
+        if team is not None:
+            return str(team)
+    return None
 
 
 def tree(spans: list[dict[str, Any]], start_ns: int) -> list[dict[str, Any]]:

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
+from collections.abc import Collection
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, case, func, select
+from sqlalchemy import ColumnElement, Engine, and_, case, func, select
 
 from strata.errors import InvalidRequest
 from strata.store.tables import LedgerRow
@@ -47,13 +48,15 @@ def window_start(since: str) -> datetime:
         raise InvalidRequest(f"window {since!r} is too long", param="since") from None
 
 
-def usage_report(engine: Engine, by: str = "team", since: str = "7d") -> dict[str, Any]:
+def usage_report(engine: Engine, by: str = "team", since: str = "7d",
+                 teams: Collection[str] | None = None) -> dict[str, Any]:
+    """``teams``: only these teams' requests (a team-scoped key's view); None: every team."""
     start = window_start(since)
     if by.startswith("tag:") and len(by) > 4:
-        groups = _by_tag(engine, by[4:], start)
+        groups = _by_tag(engine, by[4:], start, teams)
     elif by in COLUMNS:
         col = COLUMNS[by]
-        q = select(col.label("group"), *_metrics()).where(LedgerRow.started_at >= start).group_by(col)
+        q = select(col.label("group"), *_metrics()).where(in_window(start, teams)).group_by(col)
         with engine.connect() as conn:
             groups = [dict(r._mapping) for r in conn.execute(q)]
     else:
@@ -68,10 +71,17 @@ def usage_report(engine: Engine, by: str = "team", since: str = "7d") -> dict[st
     return {"by": by, "since": since, "from": start.isoformat(), "groups": groups, "totals": totals}
 
 
-def _by_tag(engine: Engine, tag: str, start: datetime) -> list[dict[str, Any]]:
+def in_window(start: datetime, teams: Collection[str] | None = None) -> ColumnElement[bool]:
+    """Ledger rows from ``start`` on, of ``teams`` only when given."""
+    if teams is None:
+        return LedgerRow.started_at >= start
+    return and_(LedgerRow.started_at >= start, LedgerRow.team.in_(sorted(teams)))
+
+
+def _by_tag(engine: Engine, tag: str, start: datetime, teams: Collection[str] | None) -> list[dict[str, Any]]:
     """Tags live in a JSON column; grouping in Python keeps it identical on SQLite and PostgreSQL."""
     q = select(LedgerRow.tags, LedgerRow.status, LedgerRow.prompt_tokens, LedgerRow.completion_tokens,
-               LedgerRow.cost_usd).where(LedgerRow.started_at >= start)
+               LedgerRow.cost_usd).where(in_window(start, teams))
     acc: dict[Any, dict[str, Any]] = defaultdict(
         lambda: {"requests": 0, "errors": 0, "prompt_tokens": 0, "completion_tokens": 0, "cost_usd": 0.0})
     with engine.connect() as conn:

@@ -26,6 +26,7 @@ from strata.engines.config import LlamaCppEngineConfig, SentenceTransformersEngi
 from strata.errors import ConfigError
 from strata.gateway.config import ServerSettings
 from strata.governance.config import BudgetRule, CostAlertSettings, KeySettings, LimitRule
+from strata.guard.config import GuardRule, GuardSettings
 from strata.observe.config import JournalSettings, LedgerSettings
 from strata.observe.tracing import TracingSettings
 from strata.routing.config import (
@@ -55,6 +56,8 @@ __all__ = [
     "CostAlertSettings",
     "DatabaseSettings",
     "DeploymentConfig",
+    "GuardRule",
+    "GuardSettings",
     "JournalSettings",
     "KeySettings",
     "LabelledExample",
@@ -119,6 +122,7 @@ class Settings(BaseSettings):
     budgets: list[BudgetRule] = Field(default_factory=list, description="Spend caps (more at run time: strata budgets)")
     cost_alerts: CostAlertSettings = CostAlertSettings()
     tracing: TracingSettings = TracingSettings()
+    guards: GuardSettings = GuardSettings()
     routes: list[RouteConfig] = Field(default_factory=default_routes, min_length=1)
 
     @model_validator(mode="after")

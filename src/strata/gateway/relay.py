@@ -20,6 +20,7 @@ from strata.gateway.schemas import openai_shaped
 from strata.pipeline.attempt import ClientGone, end_stream, retryable
 from strata.pipeline.continuation import Continuation
 from strata.pipeline.flow import Flow
+from strata.pipeline.guard import stream_ended
 from strata.pipeline.stage import finish
 from strata.routing.router import Target
 
@@ -77,6 +78,9 @@ class Relay:
         if self.continued is not None and call.trace is not None and self.flow.root is not None:
             self.flow.root.set("strata.continued", True)
         self.flow.target = target
+        if call.guard is not None and self.outcome is None:
+            with anyio.CancelScope(shield=True):
+                await stream_ended(self.flow)
         finish(self.flow.stages, self.flow)
         with anyio.CancelScope(shield=True):
             await self.chunks.aclose()  # type: ignore[attr-defined]

@@ -43,3 +43,19 @@ class Detector(Protocol):
     async def scan(self, texts: Sequence[str], ctx: GuardContext) -> list[list[Finding]]:
         """One list of findings per text, in order (an empty list: nothing found)."""
         ...
+
+
+@dataclass(frozen=True, slots=True)
+class GuardSpec:
+    """A detector type: the pydantic model of its ``options`` (None: it takes none) and how to build one.
+
+    A built-in module, or a plugin registered in the ``strata.guards`` entry-point group, exposes one::
+
+        [project.entry-points."strata.guards"]
+        toxicity = "strata_toxicity:SPEC"
+
+    ``build`` is called once per rule (the detector may load a model then) with the validated options.
+    """
+
+    options: type | None
+    build: Callable[[object], Detector]

@@ -72,6 +72,8 @@ class Metrics:
                                              "on after its retries", registry=r)
         self.limited = Counter("strata_rate_limited_total", "Requests refused by a rate limit or budget",
                                ["scope", "kind"], registry=r)
+        self.guard_findings = Counter("strata_guard_findings_total", "Guard findings, by guard, action and where "
+                                      "(input, output)", ["guard", "action", "where"], registry=r)
         self.cache = Counter("strata_cache_requests_total", "Exact-cache lookups by result (hit, miss, bypass)",
                              ["route", "result"], registry=r)
         self.ledger_written = Counter("strata_ledger_rows_written_total", "Ledger rows persisted", registry=r)

@@ -16,9 +16,10 @@ from strata.gateway.shadow import answer_text
 from strata.pipeline.attempt import call_engine, end, timed
 from strata.pipeline.continuation import Continuation
 from strata.pipeline.flow import Flow
+from strata.pipeline.guard import again, check_answer
 from strata.pipeline.record import estimate_prompt_tokens
 from strata.pipeline.stage import Stage
-from strata.routing.router import Target
+from strata.routing.router import Attempts, Target
 
 
 class Call(Stage):
@@ -30,16 +31,11 @@ class Call(Stage):
         return await self._json(flow)
 
     async def _json(self, flow: Flow) -> Response:
-        state, call, body, surface = flow.state, flow.call, flow.body, flow.surface
-        assert body is not None and flow.attempts is not None
-        target, (result, started) = await call_engine(state, call, flow.req, body, flow.attempts,
-                                                      lambda t: timed(surface.engine_call(flow, t)))
-        flow.target = target
-        end(state, call, target, started)
-        if (engine_ms := openai_shaped(result, call.endpoint)) is not None:
-            call.engine_time(engine_ms)
-            call.headers = {**(call.headers or {}), "x-strata-engine-ms": str(engine_ms)}
-        call.take_usage(result.get("usage"))
+        call, surface = flow.call, flow.surface
+        assert flow.attempts is not None
+        target, result = await self._generate(flow, flow.attempts)
+        if call.guard is not None and call.guard.any("output"):  # output guards, which may call once more
+            target, result = await check_answer(flow, target, result, lambda: self._generate(flow, again(flow)))
         if call.answer is not None:
             call.answer.append(answer_text(result))
         if call.endpoint != "embeddings":
@@ -49,6 +45,19 @@ class Call(Stage):
         if call.cache_key is not None:
             call.cached = result
         return await surface.answer(flow, result)
+
+    async def _generate(self, flow: Flow, attempts: Attempts) -> tuple[Target, dict[str, Any]]:
+        state, call, body, surface = flow.state, flow.call, flow.body, flow.surface
+        assert body is not None
+        target, (result, started) = await call_engine(state, call, flow.req, body, attempts,
+                                                      lambda t: timed(surface.engine_call(flow, t)))
+        flow.target = target
+        end(state, call, target, started)
+        if (engine_ms := openai_shaped(result, call.endpoint)) is not None:
+            call.engine_time(engine_ms)
+            call.headers = {**(call.headers or {}), "x-strata-engine-ms": str(engine_ms)}
+        call.take_usage(result.get("usage"))
+        return target, result
 
     async def _stream(self, flow: Flow) -> Response:
         state, call, body, req = flow.state, flow.call, flow.body, flow.req

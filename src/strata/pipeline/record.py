@@ -79,6 +79,7 @@ class CallRecord:
     span: Any = None  # the span now running (a stage's): the parent of the spans it starts
     attempt_span: Any = None  # the span of the engine attempt in flight
     served_span: Any = None  # the span of the attempt that answered
+    guard: Any = None  # guard.apply.Guarding: the request's guard rules and what they found
 
     @property
     def answer_text(self) -> str | None:
@@ -149,4 +150,5 @@ class CallRecord:
             "saved_usd": self.saved,
             "cached_tokens": self.cached_tokens,
             "trace_id": self.trace.hex_id if self.trace is not None else None,
+            "guard": self.guard.ledger() if self.guard is not None else None,
         }

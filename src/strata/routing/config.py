@@ -10,6 +10,7 @@ from pydantic import Field, ValidationError, model_validator
 
 from strata.config.base import OffOr, Strict
 from strata.engines.config import EngineField
+from strata.guard.config import GuardRule
 
 
 class Price(Strict):
@@ -192,6 +193,8 @@ class RouteConfig(Strict):
     cache: CacheConfig = CacheConfig()
     context: ContextConfig = ContextConfig()
     complexity: ComplexityConfig | None = Field(None, description="Make the route a complexity router")
+    guards: list[GuardRule] = Field(default_factory=list, description="Guardrails on this route's requests "
+                                    "and answers (PII, secrets, output validation, ...), in order")
 
     @model_validator(mode="after")
     def _roles(self) -> RouteConfig:

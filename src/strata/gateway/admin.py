@@ -90,6 +90,8 @@ async def create_key(state: AppState, request: Request) -> dict[str, Any]:
     created = await asyncio.to_thread(state.keys.create, req.name, req.team, req.allowed_routes, expires,
                                       role=role, scopes=scopes)
     state.auth.apply(hash_key(created.secret), created.principal)
+    await state.audit.record(principal_of(request).key_id, "key.create", created.principal.key_id,
+                             key_view(created.principal))
     return {**key_view(created.principal, datetime.now(UTC), created.secret[:14]), "key": created.secret}
 
 
@@ -132,11 +134,13 @@ async def revoke_key(state: AppState, request: Request) -> dict[str, Any]:
         target = next((p for _, p in await asyncio.to_thread(state.keys.list) if p.key_id == key_id), None)
         if target is None or not caller.scopes.team_ok(target.team):
             raise NotFound(f"no key with id {key_id!r}", param="key_id", code="key_not_found")
-        if RANK[target.role] > RANK[caller.role] or not target.scopes.within(caller.scopes):
+        wider = target.role != "member" and not target.scopes.within(caller.scopes)  # member: inference only
+        if RANK[target.role] > RANK[caller.role] or wider:
             raise PermissionDenied("This key cannot revoke a key with a higher role or wider scopes than its own.",
                                    code="role_denied")
     principal = await asyncio.to_thread(state.keys.revoke, key_id)
     await asyncio.to_thread(state.auth.sync)
+    await state.audit.record(caller.key_id, "key.revoke", key_id, key_view(principal))
     return key_view(principal)
 
 

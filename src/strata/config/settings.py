@@ -25,7 +25,14 @@ from strata.config.base import OffOr, Strict
 from strata.engines.config import LlamaCppEngineConfig, SentenceTransformersEngineConfig, SupervisorSettings
 from strata.errors import ConfigError
 from strata.gateway.config import ServerSettings
-from strata.governance.config import BudgetRule, CostAlertSettings, KeySettings, LimitRule
+from strata.governance.config import (
+    AbuseSettings,
+    BudgetRule,
+    CostAlertSettings,
+    KeySettings,
+    LimitRule,
+    SecretsSettings,
+)
 from strata.guard.config import GuardRule, GuardSettings
 from strata.observe.config import JournalSettings, LedgerSettings
 from strata.observe.tracing import TracingSettings
@@ -47,6 +54,7 @@ from strata.store.config import DatabaseSettings
 _Strict = Strict  # the name this module gave it before the models moved to their packages
 
 __all__ = [
+    "AbuseSettings",
     "BreakerConfig",
     "BudgetRule",
     "CacheConfig",
@@ -66,6 +74,7 @@ __all__ = [
     "OffOr",
     "Price",
     "RouteConfig",
+    "SecretsSettings",
     "ServerSettings",
     "Settings",
     "ShadowConfig",
@@ -123,6 +132,8 @@ class Settings(BaseSettings):
     cost_alerts: CostAlertSettings = CostAlertSettings()
     tracing: TracingSettings = TracingSettings()
     guards: GuardSettings = GuardSettings()
+    secrets: SecretsSettings = SecretsSettings()
+    abuse: AbuseSettings = AbuseSettings()
     routes: list[RouteConfig] = Field(default_factory=default_routes, min_length=1)
 
     @model_validator(mode="after")

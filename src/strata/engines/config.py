@@ -82,7 +82,8 @@ class OpenAIEngineConfig(EngineConfig):
     type: Literal["openai"]
     base_url: str = Field(description="Base URL including /v1, e.g. http://127.0.0.1:8001/v1")
     model: str = Field(description="Model name the upstream expects")
-    api_key: SecretStr | None = None
+    api_key: SecretStr | None = Field(None, description="Upstream key: the key, env:NAME or file:/path (resolved "
+                                      "at startup); given at run time, it is stored encrypted")
     api_key_env: str | None = Field(None, description="Environment variable holding the upstream key")
     connect_timeout: float = Field(5.0, gt=0)
     read_timeout: float = Field(120.0, gt=0, description="Max seconds between bytes from the upstream")

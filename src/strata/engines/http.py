@@ -19,6 +19,7 @@ from typing import Any
 import aiohttp
 import orjson
 
+from strata.config.references import resolve_reference
 from strata.engines.base import EngineHealth, Kind
 from strata.engines.capabilities import PERMISSIVE, Capabilities
 from strata.engines.config import OpenAIEngineConfig, UpstreamCapabilities
@@ -87,7 +88,8 @@ class HttpEngine:
 
     @classmethod
     def from_config(cls, name: str, cfg: OpenAIEngineConfig) -> HttpEngine:
-        key = cfg.api_key.get_secret_value() if cfg.api_key else None
+        key = resolve_reference(cfg.api_key.get_secret_value(), f"deployment {name!r}: engine.api_key") \
+            if cfg.api_key else None
         if key is None and cfg.api_key_env:
             key = os.environ.get(cfg.api_key_env)
         return cls(

@@ -45,6 +45,7 @@ from strata.governance.auth import Authenticator
 from strata.governance.governor import Governor
 from strata.governance.keys import KeyStore
 from strata.governance.policies import PolicyStore
+from strata.governance.secrets import Keyring, SecretStore
 from strata.observe.events import EventStore
 from strata.observe.journal import Journal
 from strata.observe.ledger import LedgerWriter
@@ -64,7 +65,8 @@ log = logging.getLogger(__name__)
 def build_state(settings: Settings) -> AppState:
     """Everything that can fail on bad config fails here, before the server binds its port."""
     db = open_database(settings.database_url)
-    route_changes = RouteChangeStore(db)
+    secrets = SecretStore(db, Keyring.load(settings.secrets, settings.data_dir, create=True))
+    route_changes = RouteChangeStore(db, secrets)
     routes = apply_overrides(settings.routes, route_changes.overrides())
     engines: dict[str, Engine] = {d.name: build_engine(d, settings) for r in routes for d in r.deployments}
     keys = KeyStore(db)

@@ -15,6 +15,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.routing import Route
 
+from strata.config.references import mask
 from strata.engines.base import Engine
 from strata.engines.registry import build_engine
 from strata.errors import ConfigError, InvalidRequest, NotFound
@@ -23,6 +24,7 @@ from strata.gateway.http import read_json
 from strata.gateway.schemas import validate
 from strata.gateway.shadow import report
 from strata.gateway.state import AppState
+from strata.governance.secrets import dump_secrets
 from strata.observe.usage import parse_window
 from strata.routing.changes import apply_overrides
 from strata.routing.config import CanaryConfig, DeploymentConfig, RouteConfig
@@ -32,13 +34,12 @@ log = logging.getLogger(__name__)
 
 
 def route_view(state: AppState, cfg: RouteConfig) -> dict[str, Any]:
-    out = cfg.model_dump(mode="json")
+    out = dump_secrets(cfg, lambda _, value: mask(value))  # an upstream key as env:NAME, sk-...abcd or ***
     for d in out["deployments"]:
         rt = state.router.deployments.get(d["name"])
         h = state.health.get(d["name"])
         d["status"] = {"breaker": rt.breaker.state if rt else None, "in_flight": rt.outstanding if rt else 0,
                        "ready": h.ready if h else None, "engine_state": h.state if h else None}
-        d["engine"].pop("api_key", None)
     return out
 
 

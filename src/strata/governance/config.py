@@ -1,10 +1,12 @@
-"""Config models of governance: key syncing, rate limits, spend caps and cost alerts."""
+"""Config models of governance: key syncing, rate limits, spend caps, cost alerts, secrets and abuse limits."""
 
 from __future__ import annotations
 
+import ipaddress
+from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from strata.config.base import Strict
 
@@ -56,3 +58,33 @@ class CostAlertSettings(Strict):
     threshold_pct: float = Field(50.0, gt=0, description="Change in % of last week's spend that alerts")
     min_usd: float = Field(1.0, ge=0, description="Ignore groups spending less than this a week")
     interval: float = Field(3600.0, gt=0, description="Seconds between checks")
+
+
+class SecretsSettings(Strict):
+    """Where the keys that encrypt stored secrets come from (``governance.secrets``): ``STRATA_SECRET_KEY``
+    (comma-separated, newest first) when set, else this file."""
+
+    key_file: Path | None = Field(None, description="Encryption key file, one Fernet key a line, newest first "
+                                  "(default: <data_dir>/secret.key, created 0600 on first start)")
+
+
+class AbuseSettings(Strict):
+    """Limits on abuse that rate limits do not catch (``governance.abuse``): key guessing from one address."""
+
+    auth_failures: int = Field(20, ge=1, description="Failed authentications from one IP within auth_window "
+                               "that lock the IP out")
+    auth_window: float = Field(60.0, gt=0, description="Seconds over which auth_failures are counted")
+    auth_lockout: float = Field(300.0, gt=0, description="Seconds a locked-out IP gets 429 on every request, "
+                                "even with a valid key")
+    trusted_proxies: list[str] = Field(default_factory=list, description="Proxy IPs or CIDRs whose "
+                                       "X-Forwarded-For is believed (default: none; the peer address counts)")
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, v: list[str]) -> list[str]:
+        for entry in v:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"{entry!r} is not an IP address or CIDR") from None
+        return v

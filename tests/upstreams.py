@@ -81,6 +81,7 @@ async def _handle(request: web.Request) -> web.StreamResponse:
     upstream.hits += 1
     body = await request.json()
     upstream.last_body = body
+    upstream.bodies.append(body)
     model = upstream.mode or body.get("model", "ok")
     chat = request.path.endswith("/chat/completions")
     if model == "err500" or POISON in json.dumps(body.get("messages", body.get("prompt"))):
@@ -107,6 +108,8 @@ async def _handle(request: web.Request) -> web.StreamResponse:
         content = upstream.name
     elif model == "echo":
         content = json.dumps(body.get("messages", body.get("prompt")))
+    if upstream.replies:
+        content = upstream.replies.pop(0)
     if model == "tools":
         return await _tool_call(request, body)
     if not body.get("stream"):
@@ -249,6 +252,8 @@ class FaultyUpstream:
         self.models_delay = 0.0
         self.hits = 0
         self.last_body: dict[str, Any] | None = None
+        self.bodies: list[dict[str, Any]] = []  # every chat/completion body received
+        self.replies: list[str] = []  # answers to give next, in order, before the mode's own
         self.embed_mode: str | None = None
         self.embed_hits = 0
         self.first_delay = 30.0  # slow-first: seconds before the first byte of the answer

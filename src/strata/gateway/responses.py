@@ -149,6 +149,7 @@ class Turn:
     req: ResponsesRequest
     prior: list[dict[str, Any]] = field(default_factory=list)
     input: list[dict[str, Any]] = field(default_factory=list)
+    system: dict[str, Any] | None = None  # the instructions' message in the chat body (a guard may redact it)
     id: str = field(default_factory=lambda: _new_id("resp"))
     created_at: int = field(default_factory=lambda: int(time.time()))
 
@@ -173,7 +174,8 @@ class Turn:
         return {"id": self.id, "object": "response", "created_at": self.created_at, "status": status,
                 "model": call.route or r.model, "output": output, "usage": usage, "error": error,
                 "incomplete_details": {"reason": "max_output_tokens"} if status == "incomplete" else None,
-                "instructions": r.instructions, "max_output_tokens": r.max_output_tokens,
+                "instructions": self.system["content"] if self.system else r.instructions,
+                "max_output_tokens": r.max_output_tokens,
                 "temperature": r.temperature, "top_p": r.top_p, "tools": r.tools or [],
                 "tool_choice": r.tool_choice or "auto", "parallel_tool_calls": r.parallel_tool_calls is not False,
                 "previous_response_id": r.previous_response_id, "store": r.store,
@@ -317,6 +319,7 @@ class ResponsesSurface:
                                param="previous_response_id", code="previous_response_not_found")
             turn.prior = list(row.messages)
         body, turn.input = to_chat(turn.req, turn.prior)
+        turn.system = body["messages"][0] if turn.req.instructions else None
         return body
 
     def engine_call(self, flow: Flow, target: Target) -> Awaitable[dict[str, Any]]:

@@ -15,6 +15,7 @@ from strata.errors import InvalidRequest
 from strata.gateway.admin import key_view
 from strata.governance.keys import KeyStore, check_routes
 from strata.governance.roles import Scopes
+from strata.observe.audit import audit_log, cli_actor
 
 app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
 
@@ -46,7 +47,10 @@ def create(
         raise InvalidRequest(f"--admin contradicts --role {role}", param="role")
     scopes = Scopes.parse(scope or ())
     check_routes(sorted(scopes.routes or ()), [r.name for r in settings.routes])
+    audit = audit_log(settings, db)
+    audit.check_writable()
     created = KeyStore(db).create(name, team, route or None, expires, admin, role=role, scopes=scopes)
+    audit.append(cli_actor(), "key.create", created.principal.key_id, key_view(created.principal))
     view = {**key_view(created.principal, datetime.now(UTC), created.secret[:14]), "key": created.secret}
     if as_json:
         print_json(view)
@@ -82,5 +86,9 @@ def revoke(
     data_dir: DataDirOpt = None,
 ) -> None:
     """Revoke a key. A running gateway stops accepting it within keys.sync_interval."""
-    p = _store(config, data_dir).revoke(key_id)
+    settings, db = open_data(config, data_dir)
+    audit = audit_log(settings, db)
+    audit.check_writable()
+    p = KeyStore(db).revoke(key_id)
+    audit.append(cli_actor(), "key.revoke", key_id, key_view(p))
     typer.echo(f"revoked {p.key_id} ({p.name}, team {p.team})")

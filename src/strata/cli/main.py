@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from strata import __version__
-from strata.cli import cost, deploy, keys, policies, routes, secrets, traces
+from strata.cli import audit, cost, deploy, keys, policies, routes, secrets, traces
 from strata.cli.up import up
 from strata.cli.usage import usage
 
@@ -21,6 +21,7 @@ app.add_typer(policies.limits_app, name="limits")
 app.add_typer(policies.budgets_app, name="budgets")
 app.add_typer(cost.app, name="cost")
 app.add_typer(traces.app, name="traces")
+app.add_typer(audit.app, name="audit")
 app.add_typer(secrets.app, name="secrets")
 
 

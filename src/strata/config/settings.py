@@ -34,7 +34,7 @@ from strata.governance.config import (
     SecretsSettings,
 )
 from strata.guard.config import GuardRule, GuardSettings
-from strata.observe.config import JournalSettings, LedgerSettings
+from strata.observe.config import AuditSettings, JournalSettings, LedgerSettings
 from strata.observe.tracing import TracingSettings
 from strata.routing.config import (
     BreakerConfig,
@@ -131,6 +131,7 @@ class Settings(BaseSettings):
     budgets: list[BudgetRule] = Field(default_factory=list, description="Spend caps (more at run time: strata budgets)")
     cost_alerts: CostAlertSettings = CostAlertSettings()
     tracing: TracingSettings = TracingSettings()
+    audit: AuditSettings = AuditSettings()
     guards: GuardSettings = GuardSettings()
     secrets: SecretsSettings = SecretsSettings()
     abuse: AbuseSettings = AbuseSettings()

@@ -29,6 +29,7 @@ from strata.engines.registry import build_engine
 from strata.errors import ConfigError, InternalError, InvalidRequest, NotFound, StrataError
 from strata.gateway import (
     admin,
+    audit_admin,
     feedback_api,
     health,
     openai_api,
@@ -46,6 +47,7 @@ from strata.governance.governor import Governor
 from strata.governance.keys import KeyStore
 from strata.governance.policies import PolicyStore
 from strata.governance.secrets import Keyring, SecretStore
+from strata.observe.audit import audit_log
 from strata.observe.events import EventStore
 from strata.observe.journal import Journal
 from strata.observe.ledger import LedgerWriter
@@ -83,12 +85,15 @@ def build_state(settings: Settings) -> AppState:
     rollouts = Rollouts(lambda: router.routes, _not_ready, events.emit,
                         ejected=lambda name: _ejected(router, name))
     shared = SharedState(settings.state, metrics)
-    policies = PolicyStore(db, settings.limits, settings.budgets)
+    audit = audit_log(settings, db)
+    audit.start_signing()
+    policies = PolicyStore(db, settings.limits, settings.budgets, audit)
     policies.load()
     state = AppState(settings=settings, db=db, keys=keys, auth=auth, metrics=metrics, ledger=ledger,
                      router=router, engines=engines, health=health, route_changes=route_changes, events=events,
                      rollouts=rollouts, shared=shared, policies=policies,
-                     governor=Governor(shared, policies, db, events.emit), tracer=_tracer(settings, db, metrics))
+                     governor=Governor(shared, policies, db, events.emit), tracer=_tracer(settings, db, metrics),
+                     audit=audit)
 
     async def apply(old: RouteConfig, new: RouteConfig, action: str, actor: str, reason: str) -> None:
         await routes_admin.apply_change(state, actor, old, new, action, reason=reason)
@@ -163,7 +168,7 @@ def create_app(settings: Settings, state: AppState | None = None) -> Starlette:
 
     app = Gateway(
         routes=[*openai_api.routes, *responses.routes, *feedback_api.routes, *admin.routes, *routes_admin.routes,
-                *policies_admin.routes, *traces_admin.routes, *health.routes, *openapi.routes],
+                *policies_admin.routes, *traces_admin.routes, *audit_admin.routes, *health.routes, *openapi.routes],
         lifespan=lifespan,
         exception_handlers={HTTPException: _http_error, StrataError: _strata_error,  # type: ignore[dict-item]
                             Exception: _internal_error},

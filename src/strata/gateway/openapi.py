@@ -90,6 +90,9 @@ OPERATIONS: dict[tuple[str, str], Op] = {
     ("GET", "/admin/traces"): Op("Recent traces of this gateway process", "traces",
                                  query=("route", "status", "limit"), response="List"),
     ("GET", "/admin/traces/{trace_id}"): Op("One trace's span tree, by trace id or request id", "traces"),
+    ("GET", "/admin/audit"): Op("The audit log, newest first", "audit", query=("since", "action", "limit"),
+                                response="List"),
+    ("GET", "/admin/audit/verify"): Op("Verify the audit log's hash chain; names the first bad entry", "audit"),
     ("GET", "/admin/events"): Op("Recent events (rollouts, breakers, alerts)", "events", query=("kind", "subject"),
                                  response="List"),
     **{(m, f"/admin/{kind}{tail}"): op for kind, rule in (("limits", "LimitRule"), ("budgets", "BudgetRule"))
@@ -110,7 +113,8 @@ _PARAM = re.compile(r"\{(\w+)(?::\w+)?\}")
 _QUERY = {"by": "Group by (team, key, route, model, tag:NAME …)", "since": "A window: 30m, 24h, 7d",
           "kind": "Event kind", "subject": "Event subject or rule subject", "scope": "Rule scope",
           "period": "Budget period (day, week, month)", "route": "Only this route",
-          "status": "Only this HTTP status", "limit": "At most this many (1 to 1000)"}
+          "status": "Only this HTTP status", "limit": "At most this many (1 to 1000)",
+          "action": "Only entries of this action (key.create, route.canary_rollback, limit.set …)"}
 
 
 def operations(routes: Iterable[BaseRoute]) -> list[tuple[str, str]]:

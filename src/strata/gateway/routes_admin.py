@@ -239,8 +239,19 @@ async def apply_change(state: AppState, actor: str, old: RouteConfig | None, new
         await swap(state, old, new)
         change = await asyncio.to_thread(state.route_changes.record, new.name, action, actor, old,
                                          new if record_after else None, reason)
+    await state.audit.record(actor, f"route.{action}", new.name, {"change": change["id"], "reason": reason,
+                                                                  "before": _summary(old), "after": _summary(new)})
     log.info("route %s: %s by %s", new.name, action, actor)
     return {"route": route_view(state, new), "change": change}
+
+
+def _summary(cfg: RouteConfig | None) -> dict[str, Any] | None:
+    """A route's deployments in the audit log: what serves, at what share (the full configs are in the
+    route's changes, whose entry id this names)."""
+    if cfg is None:
+        return None
+    return {d.name: {"role": d.role, "traffic": d.traffic, "model": getattr(d.engine, "model", None)}
+            for d in cfg.deployments}
 
 
 async def follow(state: AppState) -> None:

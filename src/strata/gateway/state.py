@@ -18,6 +18,7 @@ from strata.governance.auth import Authenticator
 from strata.governance.governor import Governor
 from strata.governance.keys import KeyStore
 from strata.governance.policies import PolicyStore
+from strata.observe.audit import AuditLog
 from strata.observe.events import EventStore
 from strata.observe.ledger import LedgerWriter
 from strata.observe.metrics import Metrics
@@ -47,6 +48,7 @@ class AppState:
     shared: SharedState
     policies: PolicyStore
     governor: Governor
+    audit: AuditLog  # the tamper-evident trail of admin changes: ``await state.audit.record(…)``
     tracer: Tracer = field(default_factory=lambda: Tracer(TracingSettings(enabled=False), None))
     new_id: RequestIds = field(default_factory=RequestIds)
     started_at: float = field(default_factory=time.time)

@@ -14,14 +14,17 @@ from sqlalchemy.orm import Session
 
 from strata.errors import NotFound
 from strata.governance.config import BudgetRule, LimitRule
+from strata.observe.audit import AuditLog
 from strata.store.tables import Policy, PolicyChange
 
 MODELS: dict[str, type[LimitRule] | type[BudgetRule]] = {"limit": LimitRule, "budget": BudgetRule}
 
 
 class PolicyStore:
-    def __init__(self, engine: Engine, limits: list[LimitRule], budgets: list[BudgetRule]) -> None:
+    def __init__(self, engine: Engine, limits: list[LimitRule], budgets: list[BudgetRule],
+                 audit: AuditLog | None = None) -> None:
         self.engine = engine
+        self.audit = audit  # each change is also appended to the audit log, in the same transaction
         self.config_limits = limits
         self.config_budgets = budgets
         self.limits: list[LimitRule] = list(limits)
@@ -55,6 +58,7 @@ class PolicyStore:
                 s.add(row)
             row.spec, row.updated_at, row.updated_by = spec, now, actor
             s.add(PolicyChange(at=now, actor=actor, kind=kind, action="set", before=before, after=spec))
+            self._audit(s, actor, f"{kind}.set", _subject(kind, rule.scope, rule.subject, period), before, spec)
         self.load()
         return {**spec, "source": "runtime", "updated_at": now.isoformat(), "updated_by": actor}
 
@@ -67,14 +71,23 @@ class PolicyStore:
                 raise NotFound(f"no run-time {what}", param="subject", code=f"{kind}_not_found")
             s.add(PolicyChange(at=datetime.now(UTC), actor=actor, kind=kind, action="remove", before=row.spec,
                                after=None))
+            self._audit(s, actor, f"{kind}.remove", _subject(kind, scope, subject, period), row.spec, None)
             s.delete(row)
         self.load()
+
+    def _audit(self, s: Session, actor: str, action: str, subject: str, before: Any, after: Any) -> None:
+        if self.audit is not None:
+            self.audit.append(actor, action, subject, {"before": before, "after": after}, session=s)
 
     def changes(self, kind: str, limit: int = 100) -> list[dict[str, Any]]:
         q = select(PolicyChange).where(PolicyChange.kind == kind).order_by(PolicyChange.id.desc()).limit(limit)
         with Session(self.engine) as s:
             return [{"id": c.id, "at": _iso(c.at), "actor": c.actor, "action": c.action, "before": c.before,
                      "after": c.after} for c in s.scalars(q)]
+
+
+def _subject(kind: str, scope: str, subject: str, period: str) -> str:
+    return f"{kind}:{scope}:{subject}" + (f":{period}" if period else "")
 
 
 def _iso(at: datetime) -> str:

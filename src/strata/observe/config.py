@@ -1,8 +1,8 @@
-"""Config models of the usage ledger and its crash journal. (Tracing's lives in ``observe.tracing``.)"""
+"""Config models of the usage ledger, its crash journal and the audit log. (Tracing's lives in ``observe.tracing``.)"""
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 
 from strata.config.base import Strict
 
@@ -23,3 +23,11 @@ class LedgerSettings(Strict):
     flush_interval: float = Field(0.25, gt=0, description="Seconds between batched ledger writes")
     batch_size: int = Field(1000, ge=1)
     journal: JournalSettings = JournalSettings()
+
+
+class AuditSettings(Strict):
+    """The hash-chained audit log (``observe.audit``)."""
+
+    hmac_key: SecretStr | None = Field(None, description="Seal each audit entry with HMAC-SHA256 under this key "
+                                       "(STRATA_AUDIT__HMAC_KEY), so a database writer without it cannot "
+                                       "recompute the chain; the CLI needs it too to change keys")

@@ -35,6 +35,8 @@ def create(
     role: Annotated[str | None, typer.Option(help="admin, operator, analyst or member (default: member)")] = None,
     scope: Annotated[list[str] | None, typer.Option(
         "--scope", help="Confine the key: team:NAME or route:NAME (repeat)")] = None,
+    max_concurrency: Annotated[int | None, typer.Option(
+        min=1, help="Requests in flight at once (per replica); one more gets 429")] = None,
     config: ConfigOpt = None,
     data_dir: DataDirOpt = None,
     as_json: JsonOpt = False,
@@ -49,7 +51,8 @@ def create(
     check_routes(sorted(scopes.routes or ()), [r.name for r in settings.routes])
     audit = audit_log(settings, db)
     audit.check_writable()
-    created = KeyStore(db).create(name, team, route or None, expires, admin, role=role, scopes=scopes)
+    created = KeyStore(db).create(name, team, route or None, expires, admin, role=role, scopes=scopes,
+                                  max_concurrency=max_concurrency)
     audit.append(cli_actor(), "key.create", created.principal.key_id, key_view(created.principal))
     view = {**key_view(created.principal, datetime.now(UTC), created.secret[:14]), "key": created.secret}
     if as_json:

@@ -41,13 +41,16 @@ class CreateKey(BaseModel):
     scopes: dict[str, list[str]] | None = Field(
         None, description='Confine the key: {"teams": [...], "routes": [...]}; a team-scoped creator\'s own '
                           "scopes are the default and the limit")
+    max_concurrency: int | None = Field(None, ge=1, le=100_000, description="Requests in flight at once "
+                                        "(per replica); one more gets 429 concurrency_limit")
 
 
 def key_view(p: Principal, created_at: datetime | None = None, prefix: str | None = None) -> dict[str, Any]:
     return {
         "id": p.key_id, "name": p.name, "team": p.team, "prefix": prefix,
         "allowed_routes": sorted(p.allowed_routes) if p.allowed_routes is not None else None,
-        "admin": p.is_admin, "role": p.role, "scopes": p.scopes.to_json(), "revoked": p.revoked,
+        "admin": p.is_admin, "role": p.role, "scopes": p.scopes.to_json(),
+        "max_concurrency": p.max_concurrency, "revoked": p.revoked,
         "created_at": created_at.isoformat() if created_at else None,
         "expires_at": p.expires_at.isoformat() if p.expires_at else None,
     }
@@ -56,7 +59,7 @@ def key_view(p: Principal, created_at: datetime | None = None, prefix: str | Non
 async def _admin(request: Request) -> tuple[AppState, str]:
     state: AppState = request.app.state.strata
     rid = request_id_of(request, state.new_id)
-    principal = await state.auth.authenticate(request.headers.get("authorization"))
+    principal = await state.auth.authenticate_request(request)
     authorize(principal, request.method, request.url.path, request.path_params)
     request.state.principal = principal
     return state, rid
@@ -88,7 +91,7 @@ async def create_key(state: AppState, request: Request) -> dict[str, Any]:
     role, scopes = grantable(principal_of(request), req)
     check_routes(sorted(scopes.routes or ()), list(state.router.routes))
     created = await asyncio.to_thread(state.keys.create, req.name, req.team, req.allowed_routes, expires,
-                                      role=role, scopes=scopes)
+                                      role=role, scopes=scopes, max_concurrency=req.max_concurrency)
     state.auth.apply(hash_key(created.secret), created.principal)
     await state.audit.record(principal_of(request).key_id, "key.create", created.principal.key_id,
                              key_view(created.principal))

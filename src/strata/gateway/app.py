@@ -42,6 +42,7 @@ from strata.gateway import (
 from strata.gateway.http import REQUEST_ID, error_response, request_id_of
 from strata.gateway.monitor import control_loops
 from strata.gateway.state import AppState
+from strata.governance.abuse import AuthLockout
 from strata.governance.auth import Authenticator
 from strata.governance.governor import Governor
 from strata.governance.keys import KeyStore
@@ -99,9 +100,33 @@ def build_state(settings: Settings) -> AppState:
         await routes_admin.apply_change(state, actor, old, new, action, reason=reason)
 
     rollouts.apply = apply
+    auth.lockout = AuthLockout(settings.abuse, _lockout_reporter(state))
     state.refresh_scorers()
     state.seen_change = route_changes.version()
     return state
+
+
+def _lockout_reporter(state: AppState) -> Callable[[str, int], None]:
+    """An IP locked out for key guessing (``governance.abuse``): a warning, a metric, an ``auth.lockout`` audit
+    entry and an ``auth_lockout`` operator event, written off the event loop."""
+    cfg = state.settings.abuse
+
+    def report(ip: str, failures: int) -> None:
+        message = (f"{failures} failed authentications within {cfg.auth_window:g}s: every request from {ip} "
+                   f"gets 429 for {cfg.auth_lockout:g}s")
+        log.warning("auth lockout: %s", message)
+        state.metrics.limited.labels("ip", "auth_failures").inc()
+        data = {"ip": ip, "failures": failures, "lockout_s": cfg.auth_lockout}
+
+        async def record() -> None:
+            await state.audit.record("gateway", "auth.lockout", ip, data)
+            await asyncio.to_thread(state.events.emit, "auth_lockout", ip, message, data)
+
+        task = asyncio.get_running_loop().create_task(record())
+        state.background.add(task)
+        task.add_done_callback(state.background.discard)
+
+    return report
 
 
 def _tracer(settings: Settings, db: DbEngine, metrics: Metrics) -> Tracer:

@@ -36,7 +36,7 @@ async def feedback(request: Request) -> Response:
     state: AppState = request.app.state.strata
     rid = request_id_of(request, state.new_id)
     try:
-        principal = await state.auth.authenticate(request.headers.get("authorization"))
+        principal = await state.auth.authenticate_request(request)
         req: FeedbackRequest = validate(FeedbackRequest, await read_json(request, 16 * 1024))
         served = state.ledger.find_pending(req.request_id) or await asyncio.to_thread(
             find_request, state.db, req.request_id)

@@ -14,6 +14,7 @@ from strata.config.settings import Settings
 from strata.engines.base import Engine, EngineHealth
 from strata.gateway.cache import ExactCache
 from strata.gateway.semantic import SemanticCache
+from strata.governance.abuse import ConcurrencyCaps
 from strata.governance.auth import Authenticator
 from strata.governance.governor import Governor
 from strata.governance.keys import KeyStore
@@ -63,6 +64,7 @@ class AppState:
     route_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     settling: set[asyncio.Task[None]] = field(default_factory=set)  # governance settlements, awaited on stop
     callers: CallerOutliers = field(default_factory=CallerOutliers)  # keys whose requests keep failing upstream
+    caps: ConcurrencyCaps = field(default_factory=ConcurrencyCaps)  # each capped key's requests in flight
 
     def context_window(self, deployment: str) -> int | None:
         """The context length of a deployment's engine (None: unknown, or no such deployment)."""

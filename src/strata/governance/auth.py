@@ -14,7 +14,10 @@ import logging
 import time
 from datetime import UTC, datetime
 
+from starlette.requests import HTTPConnection
+
 from strata.errors import AuthenticationFailed
+from strata.governance.abuse import AuthLockout
 from strata.governance.keys import KeyStore, Principal, hash_key
 
 log = logging.getLogger(__name__)
@@ -31,6 +34,7 @@ class Authenticator:
         self._by_hash: dict[str, Principal] = {}
         self._seq = 0
         self._unknown: dict[str, float] = {}  # hash -> until when it is known to be wrong
+        self.lockout: AuthLockout | None = None  # per-IP lockout after repeated failures (``governance.abuse``)
 
     def load(self) -> None:
         self._seq, self._by_hash = self.store.changes_since(0)
@@ -38,6 +42,21 @@ class Authenticator:
     def apply(self, key_hash: str, principal: Principal) -> None:
         self._by_hash[key_hash] = principal
         self._unknown.pop(key_hash, None)
+
+    async def authenticate_request(self, request: HTTPConnection) -> Principal:
+        """``authenticate`` the request's key, unless its IP is locked out (429, even for a valid key); a
+        failure counts against the IP."""
+        authorization = request.headers.get("authorization")
+        if self.lockout is None:
+            return await self.authenticate(authorization)
+        ip = self.lockout.client_ip(request.client.host if request.client else None,
+                                    request.headers.get("x-forwarded-for"))
+        self.lockout.check(ip)
+        try:
+            return await self.authenticate(authorization)
+        except AuthenticationFailed:
+            self.lockout.failed(ip)
+            raise
 
     async def authenticate(self, authorization: str | None) -> Principal:
         secret = _bearer(authorization)

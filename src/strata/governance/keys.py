@@ -37,6 +37,7 @@ class Principal:
     revoked: bool = False
     role: str = ""  # empty: derived from is_admin
     scopes: Scopes = UNSCOPED
+    max_concurrency: int | None = None  # requests in flight at once (``governance.abuse``); None: no cap
 
     def __post_init__(self) -> None:
         role = role_of(self.role or None, self.is_admin)
@@ -79,6 +80,7 @@ def principal_of(row: ApiKey) -> Principal:
         revoked=row.revoked_at is not None,
         role=role_of(row.role, row.is_admin),
         scopes=Scopes.of(row.scopes),
+        max_concurrency=row.max_concurrency,
     )
 
 
@@ -105,6 +107,7 @@ class KeyStore:
         secret: str | None = None,
         role: str | None = None,
         scopes: Scopes = UNSCOPED,
+        max_concurrency: int | None = None,
     ) -> CreatedKey:
         """A new key; ``role`` wins over ``is_admin`` (the older flag, kept: ``is_admin=True`` is role admin)."""
         if not name.strip() or not team.strip():
@@ -113,6 +116,8 @@ class KeyStore:
             raise InvalidRequest(f"key name and team must be at most {MAX_NAME} characters", param="name")
         if expires_at is not None and _aware(expires_at) <= datetime.now(UTC):  # type: ignore[operator]
             raise InvalidRequest("expires_at is in the past", param="expires_at")
+        if max_concurrency is not None and max_concurrency < 1:
+            raise InvalidRequest("max_concurrency must be at least 1", param="max_concurrency")
         role = check_role(role or ("admin" if is_admin else "member"))
         secret = secret or KEY_PREFIX + secrets.token_urlsafe(32)
         row = ApiKey(
@@ -125,6 +130,7 @@ class KeyStore:
             is_admin=role == "admin",
             role=role,
             scopes=scopes.to_json(),
+            max_concurrency=max_concurrency,
             created_at=datetime.now(UTC),
             expires_at=expires_at,
             revoked_at=None,

@@ -1,5 +1,6 @@
-"""Stage ``admit``: may this caller send this request now? The caller throttle (a key whose requests keep
-failing upstream while others are served, see ``routing.outlier``), rate limits and budgets
+"""Stage ``admit``: may this caller send this request now? The route's prompt size limits (400 naming the
+setting), the caller throttle (a key whose requests keep failing upstream while others are served, see
+``routing.outlier``), the key's concurrency cap (``governance.abuse``), rate limits and budgets
 (``governance.governor``); refusals are 429s naming the limit. Cheap, and before any stage that calls an
 engine of its own (the cache's embeddings, the context's summary, the route's complexity score).
 
@@ -10,13 +11,15 @@ counters on the way out.
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from starlette.responses import Response
 
-from strata.errors import RateLimited
+from strata.errors import InvalidRequest, RateLimited
 from strata.pipeline.flow import Flow
 from strata.pipeline.record import estimate_prompt_tokens
 from strata.pipeline.stage import Stage
+from strata.routing.config import RouteConfig
 
 
 class Admit(Stage):
@@ -25,10 +28,18 @@ class Admit(Stage):
     async def before(self, flow: Flow) -> Response | None:
         state, call, route = flow.state, flow.call, flow.route
         assert route is not None and call.principal is not None and flow.body is not None
+        check_prompt_size(route, flow.body)
         if (wait := state.callers.retry_after(route.name, call.principal.key_id)) > 0:
             state.metrics.limited.labels("key", "upstream_failures").inc()
             raise RateLimited(f"Requests from this key to '{route.name}' keep failing upstream while other "
                               f"callers' are served; retry in {wait:.0f}s.", code="caller_failing", retry_after=wait)
+        if (cap := call.principal.max_concurrency) is not None:
+            try:
+                state.caps.acquire(call.principal.key_id, cap)
+            except RateLimited:
+                state.metrics.limited.labels("key", "concurrency").inc()
+                raise
+            flow.held = call.principal.key_id
         if state.governor.active:
             await self._govern(flow)
         state.metrics.in_flight.labels(route.name).inc()
@@ -51,6 +62,9 @@ class Admit(Stage):
     def after(self, flow: Flow) -> None:
         """Settle the limits and the budget with the real usage and cost (``account`` ran just before)."""
         state, call = flow.state, flow.call
+        if flow.held is not None:  # on every path: answered, refused later, failed, stream ended, client gone
+            state.caps.release(flow.held)
+            flow.held = None
         if call.governed is None:
             return
         admission, reservation = call.governed
@@ -60,3 +74,32 @@ class Admit(Stage):
             task = asyncio.create_task(pending)
             state.settling.add(task)
             task.add_done_callback(state.settling.discard)
+
+
+def check_prompt_size(route: RouteConfig, body: dict[str, Any]) -> None:
+    """The route's ``max_input_chars`` and ``max_prompt_tokens``: a 400 naming the setting, before any engine
+    (or embedding, summary, guard) sees the prompt."""
+    if route.max_input_chars is None and route.max_prompt_tokens is None:
+        return
+    field = next((f for f in ("messages", "prompt", "input") if f in body), "messages")
+    if route.max_input_chars is not None and (chars := input_chars(body)) > route.max_input_chars:
+        raise InvalidRequest(f"The {field} hold {chars} characters; route '{route.name}' takes at most "
+                             f"{route.max_input_chars} (max_input_chars).", param=field, code="input_too_large")
+    if route.max_prompt_tokens is not None and (tokens := estimate_prompt_tokens(body)) > route.max_prompt_tokens:
+        raise InvalidRequest(f"The prompt is about {tokens} tokens; route '{route.name}' takes at most "
+                             f"{route.max_prompt_tokens} (max_prompt_tokens).", param=field, code="prompt_too_large")
+
+
+def input_chars(body: dict[str, Any]) -> int:
+    """Characters of text in the messages (text parts), prompt(s) or input(s)."""
+    return _chars(body.get("messages") if "messages" in body else body.get("prompt", body.get("input")))
+
+
+def _chars(value: Any) -> int:
+    if isinstance(value, str):
+        return len(value)
+    if isinstance(value, list):
+        return sum(_chars(v) for v in value)
+    if isinstance(value, dict):
+        return _chars(value.get("content")) + _chars(value.get("text"))
+    return 0

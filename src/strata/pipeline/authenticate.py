@@ -1,5 +1,5 @@
 """Stage ``authenticate``: who is calling (an API key, or the admin key). A bad key is a 401 before anything
-else is read."""
+else is read; an IP that keeps sending bad keys gets 429 for a while (``governance.abuse``)."""
 
 from __future__ import annotations
 
@@ -13,5 +13,5 @@ class Authenticate(Stage):
     name = "strata.authenticate"
 
     async def before(self, flow: Flow) -> Response | None:
-        flow.call.principal = await flow.state.auth.authenticate(flow.request.headers.get("authorization"))
+        flow.call.principal = await flow.state.auth.authenticate_request(flow.request)
         return None

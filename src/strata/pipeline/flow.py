@@ -66,6 +66,7 @@ class Flow:
     req: Any = None  # the validated request (``surface.schema``)
     route: RouteConfig | None = None
     prompt_limit: int | None = None  # the most prompt tokens the route's context policy lets through
+    held: str | None = None  # the key whose concurrency slot this request holds (``admit`` gives it back)
     attempts: Attempts | None = None
     target: Target | None = None  # the deployment that answered
     shadow: tuple[Deployment, dict[str, Any]] | None = None

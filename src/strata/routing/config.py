@@ -193,6 +193,10 @@ class RouteConfig(Strict):
     cache: CacheConfig = CacheConfig()
     context: ContextConfig = ContextConfig()
     complexity: ComplexityConfig | None = Field(None, description="Make the route a complexity router")
+    max_prompt_tokens: int | None = Field(None, ge=1, description="Refuse (400) a prompt estimated above this many "
+                                          "tokens (4 characters a token), before any engine is called")
+    max_input_chars: int | None = Field(None, ge=1, description="Refuse (400) a request whose messages, prompt or "
+                                        "input hold more characters than this")
     guards: list[GuardRule] = Field(default_factory=list, description="Guardrails on this route's requests "
                                     "and answers (PII, secrets, output validation, ...), in order")
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
@@ -22,7 +22,7 @@ from strata.gateway.http import error_response, json_response, read_json, reques
 from strata.gateway.schemas import validate
 from strata.gateway.state import AppState
 from strata.governance.keys import Principal, check_routes, hash_key
-from strata.governance.roles import RANK, ROLES, Scopes, check_role
+from strata.governance.roles import RANK, Scopes, check_role
 from strata.observe.costs import cost_report
 from strata.observe.usage import usage_report
 
@@ -36,8 +36,8 @@ class CreateKey(BaseModel):
     allowed_routes: list[str] | None = None
     expires_in_days: float | None = Field(None, gt=0, le=36500)  # beyond, the expiry date overflows
     admin: bool = False
-    role: str | None = Field(None, json_schema_extra={"enum": list(ROLES)},
-                             description="admin, operator, analyst or member (default: admin if admin, else member)")
+    role: Literal["admin", "operator", "analyst", "member"] | None = Field(
+        None, description="admin, operator, analyst or member (default: admin if admin, else member)")
     scopes: dict[str, list[str]] | None = Field(
         None, description='Confine the key: {"teams": [...], "routes": [...]}; a team-scoped creator\'s own '
                           "scopes are the default and the limit")

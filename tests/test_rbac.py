@@ -241,3 +241,22 @@ async def test_cli_made_analyst_key_works(upstream: FaultyUpstream, tmp_path: Pa
         assert r.status_code == 200 and r.json()["groups"] == []
         assert (await client.get("/admin/keys")).status_code == 403
         assert (await client.post("/v1/chat/completions", json=HI)).status_code == 200
+
+
+async def test_team_scoped_analyst_sees_only_its_teams_traces(app_client: httpx.AsyncClient) -> None:
+    rids = {}
+    for team in ("search", "ads"):
+        key = (await make_key(app_client, team=team))["key"]
+        r = await app_client.post("/v1/chat/completions", json=HI, headers=bearer(key))
+        rids[team] = r.headers["x-request-id"]
+    for _ in range(60):  # the exporter hands traces to the store every second
+        listed = (await app_client.get("/admin/traces")).json()["data"]
+        if set(rids.values()) <= {t["request_id"] for t in listed}:
+            break
+        await asyncio.sleep(0.1)
+    analyst = (await make_key(app_client, role="analyst", scopes={"teams": ["search"]}))["key"]
+    mine = (await app_client.get("/admin/traces", headers=bearer(analyst))).json()["data"]
+    assert [t["request_id"] for t in mine] == [rids["search"]]
+    assert (await app_client.get(f"/admin/traces/{rids['search']}", headers=bearer(analyst))).status_code == 200
+    r = await app_client.get(f"/admin/traces/{rids['ads']}", headers=bearer(analyst))
+    assert r.status_code == 404 and r.json()["error"]["code"] == "trace_not_found"

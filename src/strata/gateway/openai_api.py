@@ -25,6 +25,7 @@ from strata.pipeline.flow import Flow, Surface
 from strata.pipeline.record import CallRecord
 from strata.pipeline.stage import run
 from strata.pipeline.stages import STAGES
+from strata.pipeline.telemetry import begin_trace
 from strata.routing.router import Target
 
 log = logging.getLogger(__name__)
@@ -96,7 +97,7 @@ def serve(request: Request, surface: Surface) -> Awaitable[Response]:
     """One request of ``surface`` through the pipeline's stages."""
     state = _state(request)
     call = CallRecord(request_id_of(request, state.new_id), surface.kind)
-    call.trace = state.tracer.begin(request.headers.get("traceparent"), call.request_id)
+    call.trace = begin_trace(state, request, call.request_id)
     return run(STAGES, Flow(state, request, call, surface))
 
 

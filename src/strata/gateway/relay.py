@@ -81,6 +81,7 @@ class Relay:
         if call.guard is not None and self.outcome is None:
             with anyio.CancelScope(shield=True):
                 await stream_ended(self.flow)
+        assert self.flow.stages is not None  # run set them before any stage could start a relay
         finish(self.flow.stages, self.flow)
         with anyio.CancelScope(shield=True):
             await self.chunks.aclose()  # type: ignore[attr-defined]

@@ -35,6 +35,7 @@ from strata.pipeline.flow import Flow
 from strata.pipeline.record import CallRecord
 from strata.pipeline.stage import run
 from strata.pipeline.stages import STAGES
+from strata.pipeline.telemetry import begin_trace
 from strata.routing.router import Target
 
 
@@ -347,7 +348,7 @@ class ResponsesSurface:
 async def create_response(request: Request) -> Response:
     state: AppState = request.app.state.strata
     call = CallRecord(request_id_of(request, state.new_id), "chat")
-    call.trace = state.tracer.begin(request.headers.get("traceparent"), call.request_id)
+    call.trace = begin_trace(state, request, call.request_id)
     return await run(STAGES, Flow(state, request, call, ResponsesSurface(store_of(request))))
 
 

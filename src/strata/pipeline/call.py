@@ -6,6 +6,7 @@ broken streams (``pipeline.continuation``) and runs the way out when the stream 
 from __future__ import annotations
 
 import time
+from collections.abc import Coroutine
 from typing import Any
 
 from starlette.responses import Response
@@ -25,10 +26,10 @@ from strata.routing.router import Attempts, Target
 class Call(Stage):
     name = "strata.call"
 
-    async def before(self, flow: Flow) -> Response | None:
-        if getattr(flow.req, "stream", False):
-            return await self._stream(flow)
-        return await self._json(flow)
+    def before(self, flow: Flow) -> Coroutine[Any, Any, Response]:
+        """The JSON answer's or the stream's coroutine itself: no frame of its own that every wake-up of the
+        engine call would pass through."""
+        return self._stream(flow) if getattr(flow.req, "stream", False) else self._json(flow)
 
     async def _json(self, flow: Flow) -> Response:
         call, surface = flow.call, flow.surface

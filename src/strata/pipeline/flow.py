@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -16,7 +15,7 @@ if TYPE_CHECKING:
     from strata.gateway.relay import Relay
     from strata.gateway.state import AppState
     from strata.observe.tracing import Span
-    from strata.pipeline.stage import Stage
+    from strata.pipeline.stage import Pipeline
     from strata.routing.config import RouteConfig
     from strata.routing.router import Attempts, Deployment, Target
 
@@ -72,5 +71,5 @@ class Flow:
     shadow: tuple[Deployment, dict[str, Any]] | None = None
     relay: Relay | None = None  # a stream: its relay runs the way out when the stream ends
     root: Span | None = None  # the request's span
-    stages: Sequence[Stage] = ()  # the stages it goes through (``run`` sets them)
+    stages: Pipeline | None = None  # the stages it goes through (``run`` sets them)
     done: bool = False

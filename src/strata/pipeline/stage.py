@@ -1,10 +1,11 @@
-"""The stage protocol and the runner (``run``) that takes a request through an ordered list of stages."""
+"""The stage protocol, the ordered list of stages (``Pipeline``), and the runner (``run``) that takes a request
+through it."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator
 
 from starlette.responses import Response
 
@@ -31,16 +32,36 @@ class Stage:
         return None
 
 
-async def run(stages: Sequence[Stage], flow: Flow) -> Response:
-    """Take ``flow`` through ``stages`` until one answers; the way out runs now, or when a stream ends."""
+class Pipeline:
+    """Stages in the order a request goes through them. Worked out once, not per request: which stages have a
+    ``before`` or an ``after`` of their own (an untraced request skips the inherited no-ops; a traced one
+    still gets a span for every stage)."""
+
+    __slots__ = ("stages", "acting", "settling")
+
+    def __init__(self, *stages: Stage) -> None:
+        self.stages = stages
+        self.acting = tuple(s for s in stages if type(s).before is not Stage.before)
+        self.settling = tuple(s for s in reversed(stages) if type(s).after is not Stage.after)
+
+    def __iter__(self) -> Iterator[Stage]:
+        return iter(self.stages)
+
+    def __len__(self) -> int:
+        return len(self.stages)
+
+
+async def run(pipeline: Pipeline, flow: Flow) -> Response:
+    """Take ``flow`` through the pipeline's stages until one answers; the way out runs now, or when a stream
+    ends."""
     call = flow.call
-    flow.stages = stages
+    flow.stages = pipeline
     trace = call.trace
     if trace is not None:
         flow.root = call.span = trace.start(flow.surface.operation, None, SERVER)
     response: Response | None = None
     try:
-        for stage in stages:
+        for stage in pipeline.acting if trace is None else pipeline.stages:
             response = await (stage.before(flow) if trace is None else _traced(stage, flow))
             if response is not None:
                 break
@@ -49,22 +70,22 @@ async def run(stages: Sequence[Stage], flow: Flow) -> Response:
     except asyncio.CancelledError:
         call.status, call.error_type = 499, "client_disconnected"
         if call.watch is None or not call.watch.stop():  # not the client leaving: the server stopping
-            _way_out(stages, flow)
+            _way_out(pipeline, flow)
             raise
         response = Gone()
     except Exception as exc:
         response = failed(call, exc)
-    _way_out(stages, flow)
+    _way_out(pipeline, flow)
     if trace is not None:
         response.headers["x-strata-trace-id"] = trace.hex_id
     return response
 
 
-def _way_out(stages: Sequence[Stage], flow: Flow) -> None:
+def _way_out(pipeline: Pipeline, flow: Flow) -> None:
     if flow.relay is None:  # else the relay runs it when the stream ends
         if flow.call.watch is not None:
             flow.call.watch.stop()
-        finish(stages, flow)
+        finish(pipeline, flow)
 
 
 async def _traced(stage: Stage, flow: Flow) -> Response | None:
@@ -81,14 +102,14 @@ async def _traced(stage: Stage, flow: Flow) -> Response | None:
         call.span = flow.root
 
 
-def finish(stages: Sequence[Stage], flow: Flow) -> None:
+def finish(pipeline: Pipeline, flow: Flow) -> None:
     """The way out: every stage's ``after``, last stage first, exactly once; then the trace is complete."""
     if flow.done:
         return
     flow.done = True
     call = flow.call
     span = call.span = call.trace.start("strata.account", flow.root) if call.trace is not None else None
-    for stage in reversed(stages):
+    for stage in pipeline.settling:
         try:
             stage.after(flow)
         except Exception:  # one stage's bookkeeping must not skip the others'

@@ -20,9 +20,9 @@ from strata.pipeline.context import Context
 from strata.pipeline.guard import Guard
 from strata.pipeline.parse import Parse
 from strata.pipeline.route import Route
-from strata.pipeline.stage import Stage
+from strata.pipeline.stage import Pipeline
 
-STAGES: tuple[Stage, ...] = (
+STAGES = Pipeline(
     Authenticate(),  # who is calling
     Parse(),  # what they ask, and of which route
     Admit(),  # may they: caller throttle, rate limits, budgets

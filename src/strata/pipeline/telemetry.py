@@ -5,14 +5,23 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from strata.errors import StrataError
-from strata.observe.tracing import CLIENT, INTERNAL, Span
+from strata.observe.tracing import CLIENT, INTERNAL, Span, Trace
 
 if TYPE_CHECKING:
+    from starlette.requests import Request
+
+    from strata.gateway.state import AppState
     from strata.pipeline.flow import Flow
     from strata.pipeline.record import CallRecord
     from strata.routing.router import Target
 
 OPERATIONS = {"chat": "chat", "completion": "text_completion", "embeddings": "embeddings"}
+
+
+def begin_trace(state: AppState, request: Request, request_id: str) -> Trace | None:
+    """The request's trace, or None; with tracing off the ``traceparent`` header is not even looked up."""
+    tracer = state.tracer
+    return tracer.begin(request.headers.get("traceparent"), request_id) if tracer.active else None
 
 
 def request_attributes(span: Span, flow: Flow) -> None:

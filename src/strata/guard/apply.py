@@ -4,14 +4,16 @@ look at (written back in place when redacted), and what each action does.
 A text is a *slot*: a container and a key (a message's ``content``, a content part's ``text``, a
 completion prompt, a choice's message). Redacting writes the slot, so the redacted text is the one every
 later stage sees: the cache key, the engine, the shadow mirror, the stored Responses conversation.
-Findings go to the ledger (``CallRecord.guard``: guard, detector kinds and counts, never the text), the
+A request's tool outputs are slots of their own (``tool_slots``), scanned with ``source="tool"`` and recorded
+with ``where`` ``tool``. Findings go to the ledger (``CallRecord.guard``: guard, where, detector kinds and
+counts, never the text), the
 ``strata_guard_findings_total`` metric and the guard stage's span.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -42,21 +44,37 @@ def rules_for(settings: GuardSettings, route: RouteConfig, team: str | None) -> 
     return [*route.guards, *settings.rules, *(settings.teams.get(team, ()) if team else ())]
 
 
+TOOL_ROLES = {"tool", "function"}
+
+
 def input_slots(body: dict[str, Any]) -> list[Slot]:
-    """The texts a user sent: chat message contents (string or text parts), prompts, embeddings input."""
-    slots: list[Slot] = []
-    for m in body.get("messages") or ():
-        content = m.get("content")
-        if isinstance(content, str):
-            slots.append((m, "content"))
-        elif isinstance(content, list):
-            slots.extend((p, "text") for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
+    """The texts a user sent: chat message contents (string or text parts) of every role but a tool's,
+    prompts, embeddings input."""
+    slots = _message_slots(m for m in body.get("messages") or () if m.get("role") not in TOOL_ROLES)
     for key in ("prompt", "input"):
         value = body.get(key)
         if isinstance(value, str):
             slots.append((body, key))
         elif isinstance(value, list):
             slots.extend((value, i) for i, v in enumerate(value) if isinstance(v, str))
+    return slots
+
+
+def tool_slots(body: dict[str, Any]) -> list[Slot]:
+    """The tool outputs a request carries: role ``tool`` (and legacy ``function``) messages, which is also what
+    a Responses ``function_call_output`` item becomes. Text the model did not write and the user may not have
+    read: where indirect injection arrives."""
+    return _message_slots(m for m in body.get("messages") or () if m.get("role") in TOOL_ROLES)
+
+
+def _message_slots(messages: Iterable[dict[str, Any]]) -> list[Slot]:
+    slots: list[Slot] = []
+    for m in messages:
+        content = m.get("content")
+        if isinstance(content, str):
+            slots.append((m, "content"))
+        elif isinstance(content, list):
+            slots.extend((p, "text") for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
     return slots
 
 
@@ -87,6 +105,9 @@ def redact(text: str, findings: Sequence[Finding]) -> str:
         last = start
     out.append(text[:last])
     return "".join(reversed(out))
+
+
+BLOCKED = {"input": "The request", "tool": "A tool output in the request", "output": "The answer"}
 
 
 @dataclass(slots=True)
@@ -133,9 +154,9 @@ class Guarding:
             self.record(hit)
             if hit.action == "block":
                 kinds = ", ".join(sorted({f.detector for f in findings}))
-                what = "request" if where == "input" else "answer"
-                raise GuardBlocked(f"The {what} was blocked by guard '{rule.label}' ({kinds}).",
-                                   param="messages" if where == "input" else None)
+                what = BLOCKED[where]
+                raise GuardBlocked(f"{what} was blocked by guard '{rule.label}' ({kinds}).",
+                                   param=None if where == "output" else "messages")
             if hit.action == "redact":
                 for (c, k), fs in zip(slots, per_text, strict=True):
                     if fs:

@@ -15,6 +15,10 @@ from strata.config.base import Strict
 
 OUTPUT_ONLY = {"json_schema", "refusal"}
 NO_REDACT = {"json_schema", "refusal", "injection"}
+# What each ``where`` reads: a request's tool outputs (role ``tool`` messages, Responses ``function_call_output``
+# items) are part of its input, so an ``input`` rule keeps covering them; ``tool`` narrows a rule to them.
+PLACES: dict[str, frozenset[str]] = {"input": frozenset({"input", "tool"}), "tool": frozenset({"tool"}),
+                                     "output": frozenset({"output"}), "both": frozenset({"input", "tool", "output"})}
 
 
 class GuardRule(Strict):
@@ -24,8 +28,9 @@ class GuardRule(Strict):
                           "or a plugin from the strata.guards entry-point group")
     name: str | None = Field(None, min_length=1, pattern=r"^[A-Za-z0-9._:-]+$",
                              description="Names the guard in errors, metrics and the ledger (default: detector)")
-    where: Literal["input", "output", "both"] = Field("input", description="The request's text, the answer's, "
-                                                      "or both")
+    where: Literal["input", "tool", "output", "both"] = Field(
+        "input", description="input: the request's text (tool outputs in it too); tool: only the tool outputs "
+        "(indirect injection); output: the answer's; both: input and output")
     action: Literal["block", "flag", "redact"] = Field("flag", description="block: 400 guard_blocked (no engine "
                                                        "call on input); flag: record only; redact: replace the text")
     options: dict[str, Any] = Field(default_factory=dict, description="The detector's own settings")
@@ -37,7 +42,8 @@ class GuardRule(Strict):
         return self.name or self.detector
 
     def looks_at(self, where: str) -> bool:
-        return self.where in (where, "both")
+        """Whether the rule reads texts from ``where`` (``input``, ``tool`` or ``output``)."""
+        return where in PLACES[self.where]
 
     @model_validator(mode="after")
     def _check(self) -> GuardRule:

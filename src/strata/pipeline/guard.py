@@ -1,7 +1,7 @@
 """Stage ``guard``: the route's, every route's and the key's team's guard rules (``guard.apply``) on the
-request's text before any engine sees it; ``block`` refuses here (400 ``guard_blocked``), ``redact`` rewrites
-the body in place, so the cache key, the engine, the shadow mirror and the stored Responses conversation all
-get the redacted text.
+request's text, then on the tool outputs it carries (``source="tool"``: indirect injection), before any
+engine sees it; ``block`` refuses here (400 ``guard_blocked``), ``redact`` rewrites the body in place, so the
+cache key, the engine, the shadow mirror and the stored Responses conversation all get the redacted text.
 
 Answers are checked by ``check_answer``, which the ``call`` stage runs on a JSON answer before it is
 returned, cached or mirrored (``json_schema`` may call the engine once more). A stream's answer has reached
@@ -16,7 +16,7 @@ from typing import Any
 
 from starlette.responses import Response
 
-from strata.guard.apply import Guarding, GuardInvalidOutput, Hit, input_slots, output_slots, rules_for
+from strata.guard.apply import Guarding, GuardInvalidOutput, Hit, input_slots, output_slots, rules_for, tool_slots
 from strata.guard.base import Embed, GuardContext
 from strata.pipeline.flow import Flow
 from strata.pipeline.stage import Stage
@@ -33,9 +33,12 @@ class Guard(Stage):
         if not rules:
             return None
         g = call.guard = Guarding(rules, state.metrics)
+        embed = _embedder(flow)
         try:
             if g.any("input"):
-                await g.check("input", input_slots(body), GuardContext(embed=_embedder(flow), source="input"))
+                await g.check("input", input_slots(body), GuardContext(embed=embed, source="input"))
+            if g.any("tool"):
+                await g.check("tool", tool_slots(body), GuardContext(embed=embed, source="tool"))
         finally:
             if call.span is not None and g.hits:
                 call.span.set("strata.guard", g.span_value())

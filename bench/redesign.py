@@ -138,26 +138,35 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--duration", type=int, default=10, help="seconds per measured wrk run")
     ap.add_argument("--skip-litellm", action="store_true")
+    ap.add_argument("--targets", default=",".join(TARGETS),
+                    help=f"comma-separated targets to run (default all: {','.join(TARGETS)})")
+    ap.add_argument("--also", metavar="REV", help="one more target, 'off@REV': tracing off, from a worktree "
+                    "of REV (e.g. the commit before a change, with --after the change)")
     ap.add_argument("--json-out", type=Path)
     args = ap.parse_args()
     args.after = _commit(args.after)
+    targets = {name: TARGETS[name] for name in args.targets.split(",")}
+    if args.also:
+        args.also = _commit(args.also)
+        targets[f"off@{args.also}"] = TRACING_OFF
+    args.names = list(targets)
     rows: list[Row] = []
     load = {"start": os.getloadavg()}
     with (tempfile.TemporaryDirectory(prefix="strata-redesign-") as t, worktree(args.baseline) as old,
-          worktree(args.after) as new):
+          worktree(args.after) as new, worktree(args.also or args.after) as also):
         tmp = Path(t)
         otlp_port = free_port()
         sink = subprocess.Popen([sys.executable, str(BENCH / "otlp_sink.py"), str(otlp_port)])
         try:
             with fixed_upstream(tmp) as up_port:
-                names = list(TARGETS)
+                names = list(targets)
                 for k in range(args.rounds):
                     print(f"== round {k + 1}: direct", flush=True)
                     rows += with_round(measure(direct_target(up_port), args.duration), k)
                     for name in names if k % 2 == 0 else reversed(names):
-                        src = (old if name == "baseline" else new) / "src"
+                        src = (old if name == "baseline" else also if name.startswith("off@") else new) / "src"
                         print(f"== round {k + 1}: {name}", flush=True)
-                        with gateway(name, TARGETS[name], tmp, up_port, otlp_port, src) as target:
+                        with gateway(name, targets[name], tmp, up_port, otlp_port, src) as target:
                             rows += with_round(measure(target, args.duration), k)
                 if not args.skip_litellm:
                     print("== litellm", flush=True)
@@ -179,16 +188,16 @@ def with_round(rows: list[Row], k: int) -> list[Row]:
 
 
 def report(rows: list[Row], args: argparse.Namespace, extra: dict[str, object]) -> None:
-    names = ["direct", *TARGETS, *([] if args.skip_litellm else ["litellm"])]
+    names = ["direct", *args.names, *([] if args.skip_litellm else ["litellm"])]
     direct_p50 = mid(rows, "direct", 1, "p50_ms")
-    print("\n| target | rps c=1 | p50 ms c=1 | added p50 ms c=1 | rps c=16 | p50 ms c=16 | p99 ms c=16 "
-          "| CPU µs/req c=16 | RSS MiB |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("\n| target | rps c=1 | p50 ms c=1 | added p50 ms c=1 | CPU µs/req c=1 | rps c=16 | p50 ms c=16 "
+          "| p99 ms c=16 | CPU µs/req c=16 | RSS MiB |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for n in names:
         p50 = mid(rows, n, 1, "p50_ms")
         cells = [mid(rows, n, 1, "rps"), p50, _diff(p50, direct_p50) if n != "direct" else None,
-                 mid(rows, n, 16, "rps"), mid(rows, n, 16, "p50_ms"), mid(rows, n, 16, "p99_ms"),
-                 mid(rows, n, 16, "cpu_us"), mid(rows, n, 16, "rss_mb")]
+                 mid(rows, n, 1, "cpu_us"), mid(rows, n, 16, "rps"), mid(rows, n, 16, "p50_ms"),
+                 mid(rows, n, 16, "p99_ms"), mid(rows, n, 16, "cpu_us"), mid(rows, n, 16, "rss_mb")]
         print(f"| {n} | " + " | ".join("-" if c is None else f"{c:,.3f}" if c < 100 else f"{c:,.0f}"
                                        for c in cells) + " |")
     base, off = mid(rows, "baseline", 16, "rps"), mid(rows, "tracing-off", 16, "rps")
@@ -204,6 +213,11 @@ def report(rows: list[Row], args: argparse.Namespace, extra: dict[str, object]) 
         key = name.removeprefix("tracing-").replace("-", "_")
         summary[f"rps_c16_{key}_over_off"] = _ratio(mid(rows, name, 16, "rps"), off)
         summary[f"rps_c16_{key}_over_off_median_of_rounds"] = round_ratio(rows, name, "tracing-off")
+    if args.also:
+        also = f"off@{args.also}"
+        summary["rps_c16_after_over_also_median_of_rounds"] = round_ratio(rows, "tracing-off", also)
+        summary["p50_c1_after_minus_also_ms_median_of_rounds"] = round_diff(rows, "tracing-off", also)
+        summary["p50_c1_also_minus_before_ms_median_of_rounds"] = round_diff(rows, also, "baseline")
     for name in ("baseline", *TARGETS):
         summary[f"rps_c16_{name.replace('-', '_')}_over_litellm"] = _ratio(mid(rows, name, 16, "rps"), lit)
     print()

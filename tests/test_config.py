@@ -12,6 +12,7 @@ import yaml
 from strata.config.engines import OpenAIEngineConfig
 from strata.config.settings import load_settings
 from strata.errors import ConfigError
+from tests.leaks import secret
 
 
 @pytest.fixture(autouse=True)
@@ -67,7 +68,7 @@ def test_precedence_defaults_yaml_env_cli(tmp_path: Path, monkeypatch: pytest.Mo
 
 def test_env_alone_overrides_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("STRATA_DATA_DIR", str(tmp_path / "env-data"))
-    monkeypatch.setenv("STRATA_ADMIN_KEY", "sk-from-env")
+    monkeypatch.setenv("STRATA_ADMIN_KEY", secret("sk-from-env"))
     monkeypatch.setenv("STRATA_KEYS__SYNC_INTERVAL", "0.5")
     s = load_settings(None)
     assert s.data_dir == tmp_path / "env-data"

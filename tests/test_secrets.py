@@ -22,11 +22,14 @@ from sqlalchemy import create_engine, select
 from strata.errors import ConfigError
 from strata.governance.secrets import key_id, new_key
 from strata.store.tables import Base, SecretRow
+from tests.leaks import secret
 from tests.servers import StrataProcess, openai_route, table_rows
 from tests.test_traffic import chat, dep, gateway, route
 from tests.upstreams import FaultyUpstream
 
-SECRET = "sk-upstream-9f8e7d6c5b4a39281706f5e4d3c2b1a0"
+SECRET = secret("sk-upstream-9f8e7d6c5b4a39281706f5e4d3c2b1a0")  # every value below: never in a log (tests.leaks)
+CHANGED, ROTATED = secret("sk-new-1"), secret("sk-k2")
+FROM_ENV, FROM_FILE = secret("sk-from-env"), secret("sk-from-file")
 KEYED = {"engine": {"type": "openai", "model": "echo-auth", "api_key": SECRET}}
 
 
@@ -88,13 +91,13 @@ async def test_runtime_key_is_encrypted_at_rest_masked_in_views_and_reaches_the_
 async def test_a_changed_key_replaces_the_stored_one(up: FaultyUpstream, tmp_path: Path) -> None:
     async with gateway(tmp_path, route(dep("a", up))) as client:
         await put_keyed(client, up)
-        body = {"engine": {"type": "openai", "model": "echo-auth", "base_url": up.base_url, "api_key": "sk-new-1"}}
+        body = {"engine": {"type": "openai", "model": "echo-auth", "base_url": up.base_url, "api_key": CHANGED}}
         r = await client.put("/admin/routes/keyed/deployments/keyed-dep", json=body)
         assert r.status_code == 200, r.text
-        assert await answer(client) == "Bearer sk-new-1"
+        assert await answer(client) == f"Bearer {CHANGED}"
     async with gateway(tmp_path, route(dep("a", up))) as client:
-        assert await answer(client) == "Bearer sk-new-1"
-    assert SECRET not in database_text(tmp_path) and "sk-new-1" not in database_text(tmp_path)
+        assert await answer(client) == f"Bearer {CHANGED}"
+    assert SECRET not in database_text(tmp_path) and CHANGED not in database_text(tmp_path)
 
 
 async def test_a_patched_route_keeps_its_key(up: FaultyUpstream, tmp_path: Path) -> None:
@@ -132,18 +135,18 @@ async def test_rotation_with_the_key_file_keeps_secrets_readable(up: FaultyUpstr
         assert key_ids(tmp_path) == {key_id(keys[0])}
         listed = strata(tmp_path, "secrets", "list", "--json")
         assert "keyed-dep" in listed.stdout and SECRET not in listed.stdout
-        body = {"engine": {"type": "openai", "model": "echo-auth", "base_url": up.base_url, "api_key": "sk-k2"}}
+        body = {"engine": {"type": "openai", "model": "echo-auth", "base_url": up.base_url, "api_key": ROTATED}}
         assert (await client.put("/admin/routes/keyed/deployments/keyed-dep", json=body)).status_code == 200
     dropped = strata(tmp_path, "secrets", "rotate", "--drop-old")
     assert dropped.returncode == 0, dropped.stderr
     assert len((tmp_path / "secret.key").read_text().split()) == 1
     async with gateway(tmp_path, route(dep("a", up))) as client:
-        assert await answer(client) == "Bearer sk-k2"
+        assert await answer(client) == f"Bearer {ROTATED}"
 
 
 async def test_rotation_with_keys_from_the_environment(up: FaultyUpstream, tmp_path: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    old, new = new_key(), new_key()
+    old, new = secret(new_key()), secret(new_key())
     monkeypatch.setenv("STRATA_SECRET_KEY", old)
     async with gateway(tmp_path, route(dep("a", up))) as client:
         await put_keyed(client, up)
@@ -163,14 +166,14 @@ async def test_rotation_with_keys_from_the_environment(up: FaultyUpstream, tmp_p
 
 async def test_config_references_to_the_environment_and_files(up: FaultyUpstream, tmp_path: Path,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("UPSTREAM_KEY_FOR_TEST", "sk-from-env")
+    monkeypatch.setenv("UPSTREAM_KEY_FOR_TEST", FROM_ENV)
     key_file = tmp_path / "upstream.key"
-    key_file.write_text("sk-from-file\n")
+    key_file.write_text(f"{FROM_FILE}\n")
     by_env = route(dep("e", up, "echo-auth", {"api_key": "env:UPSTREAM_KEY_FOR_TEST"}), name="by-env")
     by_file = route(dep("f", up, "echo-auth", {"api_key": f"file:{key_file}"}), name="by-file")
     async with gateway(tmp_path / "d", by_env, by_file) as client:
-        assert await answer(client, "by-env") == "Bearer sk-from-env"
-        assert await answer(client, "by-file") == "Bearer sk-from-file"
+        assert await answer(client, "by-env") == f"Bearer {FROM_ENV}"
+        assert await answer(client, "by-file") == f"Bearer {FROM_FILE}"
         shown = (await client.get("/admin/routes/by-env")).json()["deployments"][0]["engine"]["api_key"]
         assert shown == "env:UPSTREAM_KEY_FOR_TEST"
 

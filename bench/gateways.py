@@ -109,6 +109,7 @@ class Target:
     proc: subprocess.Popen[bytes] | None = None
     headers: dict[str, str] = field(default_factory=dict)  # sent on every request besides the bearer key
     warmup_requests: int = 0  # serve at least this many before measuring (a JIT-compiled gateway), 0: none
+    body_file: Path | None = None  # the request body wrk sends instead of its own short chat request
 
 
 # ---------------------------------------------------------------- processes

@@ -95,7 +95,8 @@ def run_wrk(target: Target, threads: int, conns: int, duration_s: int) -> dict[s
         "-s", str(BENCH / "wrk_post.lua"), target.base_url + CHAT_PATH, "--", "fixed", target.key,
         *(f"{name}: {value}" for name, value in target.headers.items()),
     ]  # fmt: skip
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration_s + 30, check=False)
+    env = {**os.environ, "WRK_BODY_FILE": str(target.body_file or "")}
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration_s + 30, check=False, env=env)
     for line in out.stdout.splitlines():
         if line.startswith("WRK_JSON "):
             return dict(json.loads(line[len("WRK_JSON ") :]))

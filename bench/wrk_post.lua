@@ -8,6 +8,7 @@
 --   WRK_MODEL=fixed WRK_KEY=sk-... wrk ... -s bench/wrk_post.lua URL
 -- Further args are extra request headers, "Name: value" each (a gateway that routes by headers, Portkey):
 --   wrk ... -s bench/wrk_post.lua URL -- fixed x "x-portkey-provider: openai"
+-- WRK_BODY_FILE=path sends that file as the body instead (bench/guards.py: a prompt with PII in it).
 -- done() prints one line: "WRK_JSON {...}" with rps, p50_ms, p99_ms, requests,
 -- duration_s and error counts (status = non-2xx/3xx responses).
 
@@ -27,6 +28,12 @@ function init(args)
     end
     wrk.body = '{"model":"' .. model .. '","messages":[{"role":"user","content":"Say hello."}],'
         .. '"max_tokens":16}'
+    local path = os.getenv("WRK_BODY_FILE")
+    if path ~= nil and path ~= "" then
+        local f = assert(io.open(path, "rb"))
+        wrk.body = f:read("*a")
+        f:close()
+    end
 end
 
 function done(summary, latency, requests)

@@ -68,7 +68,7 @@ log = logging.getLogger(__name__)
 def build_state(settings: Settings) -> AppState:
     """Everything that can fail on bad config fails here, before the server binds its port."""
     db = open_database(settings.database_url)
-    secrets = SecretStore(db, Keyring.load(settings.secrets, settings.data_dir, create=True))
+    secrets = SecretStore(db, Keyring.at_start(settings.secrets, settings.data_dir))
     route_changes = RouteChangeStore(db, secrets)
     routes = apply_overrides(settings.routes, route_changes.overrides())
     engines: dict[str, Engine] = {d.name: build_engine(d, settings) for r in routes for d in r.deployments}

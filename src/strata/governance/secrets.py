@@ -85,6 +85,14 @@ class Keyring:
         return cls.from_file(path)
 
     @classmethod
+    def at_start(cls, cfg: SecretsSettings, data_dir: Path) -> Keyring | Callable[[], Keyring]:
+        """For the server: the keys, checked now when they exist; else a maker that creates the key file when
+        the first secret is stored (a start that fails on its config leaves no key file behind)."""
+        if os.environ.get(ENV_KEY, "").strip() or key_path(cfg, data_dir).exists():
+            return cls.load(cfg, data_dir)
+        return lambda: cls.load(cfg, data_dir, create=True)
+
+    @classmethod
     def from_file(cls, path: Path) -> Keyring:
         try:
             lines = path.read_text().split()
@@ -116,9 +124,21 @@ def write_key_file(path: Path, keys: list[str]) -> None:
 class SecretStore:
     """Encrypted secrets by name in the ``secrets`` table (synchronous; the server calls it off the loop)."""
 
-    def __init__(self, engine: Engine, keyring: Keyring) -> None:
+    def __init__(self, engine: Engine, keyring: Keyring | Callable[[], Keyring]) -> None:
         self.engine = engine
-        self.keyring = keyring
+        self._keyring: Keyring | None = keyring if isinstance(keyring, Keyring) else None
+        self._make: Callable[[], Keyring] | None = None if isinstance(keyring, Keyring) else keyring
+
+    @property
+    def keyring(self) -> Keyring:
+        if self._keyring is None:
+            assert self._make is not None
+            self._keyring = self._make()
+        return self._keyring
+
+    @keyring.setter
+    def keyring(self, keyring: Keyring) -> None:
+        self._keyring = keyring
 
     def put(self, name: str, value: str) -> None:
         token = self.keyring.fernet.encrypt(value.encode()).decode()

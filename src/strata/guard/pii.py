@@ -31,6 +31,7 @@ class Kind:
     pattern: re.Pattern[str]
     check: Check | None = None
     group: int = 0  # the part of the match that is the value (a keyword may lead it)
+    fit: Callable[[str], int] | None = None  # length of the valid value at the match's start (0: none)
 
 
 def luhn(digits: str) -> bool:
@@ -43,9 +44,12 @@ def luhn(digits: str) -> bool:
     return total % 10 == 0
 
 
+_CARD_PREFIX = re.compile(r"4|5[0-8]|2[2-7]|3[47]|3[0689]|35|6")  # 50, 56-58: Maestro
+
+
 def _card(text: str) -> bool:
-    digits = re.sub(r"[ -]", "", text)
-    if not 13 <= len(digits) <= 19 or not re.match(r"4|5[1-5]|2[2-7]|3[47]|3[0689]|35|6", digits):
+    digits = text.replace(" ", "").replace("-", "")
+    if not 13 <= len(digits) <= 19 or not _CARD_PREFIX.match(digits):
         return False
     return luhn(digits) and len(set(digits)) > 1
 
@@ -64,6 +68,33 @@ def iban_valid(text: str) -> bool:
     return int("".join(str(int(c, 36)) for c in moved)) % 97 == 1
 
 
+def _iban_fit(text: str) -> int:
+    """The IBAN's length in ``text`` (spaces included), 0 if none: the pattern may run on into a word after it
+    ("… 0130 00 today"), so the value is cut at its country's length, at a space or the end."""
+    want = IBAN_LENGTHS.get(text[:2].upper())
+    if want is None:  # no known length to cut at: the whole match, in one case (not "AB12… is out")
+        return len(text) if _one_case(text) and iban_valid(text) else 0
+    seen = 0
+    for i, ch in enumerate(text):
+        seen += ch != " "
+        if seen == want:
+            rest = text[i + 1:]
+            return i + 1 if (not rest or rest[0] == " ") and iban_valid(text[:i + 1]) else 0
+    return 0
+
+
+def _one_case(text: str) -> bool:
+    return text.isupper() or text.islower()
+
+
+_IMAGE_TLD = re.compile(r"(?i)@(?:.*\.)?(?:png|jpe?g|gif|webp|svg|avif|bmp|tiff?|ico|heic)$|@\d+(?:\.\d+)?x\.")
+
+
+def _email(text: str) -> bool:
+    """Not a file name with a scale suffix or an image extension (``logo@2x.png``)."""
+    return _IMAGE_TLD.search(text) is None
+
+
 def _ipv6(text: str) -> bool:
     if text.count(":") < 2 or not re.search(r"[0-9a-fA-F]{3}", text):
         return False
@@ -79,28 +110,48 @@ def _phone(text: str) -> bool:
     return 9 <= len(digits) <= 15 and len(set(digits)) > 2
 
 
+_PLACEHOLDER = re.compile(r"[$<{%*]|.*(?:environ|getenv)|x+$", re.I)
+
+
+def _secret_value(s: str) -> bool:
+    """A value after a secret keyword: letters and digits, not a placeholder (``${KEY}``, ``<token>``,
+    ``os.environ[…]``, ``****``); 20+ characters must look random (or mix cases and digits like a password)."""
+    if _PLACEHOLDER.match(s) or not (_LETTER.search(s) and _DIGIT.search(s)):
+        return False
+    if len(s) < 20:
+        return True
+    return _high_entropy(s) or (_UPPER.search(s) is not None and _LOWER.search(s) is not None)
+
+
+_LETTER, _DIGIT, _UPPER, _LOWER = (re.compile(p) for p in (r"[A-Za-z]", r"\d", r"[A-Z]", r"[a-z]"))
+_HASH = re.compile(r"[0-9a-f]{32}|[0-9a-f]{40}|[0-9a-f]{64}")
+
+
 def entropy(s: str) -> float:
     counts = {c: s.count(c) for c in set(s)}
     return -sum(n / len(s) * math.log2(n / len(s)) for n in counts.values())
 
 
 def _high_entropy(s: str) -> bool:
-    return (re.search(r"[A-Za-z]", s) is not None and re.search(r"\d", s) is not None and entropy(s) >= 3.5
-            and not re.fullmatch(r"[0-9a-f]{32}|[0-9a-f]{40}|[0-9a-f]{64}", s.lower()))  # hashes: not secrets
+    return (_LETTER.search(s) is not None and _DIGIT.search(s) is not None and entropy(s) >= 3.5
+            and not _HASH.fullmatch(s.lower()))  # hashes: not secrets
 
 
 _B = r"(?<![\w@.+-])"  # not inside a longer word, address or number
 _E = r"(?![\w@-]|\.\w)"
+_NOT_IN_GROUPS = r"(?<!\d[ .-])"  # not a later group of a longer run of digit groups (an IBAN's "DE44 5001 …")
 PII_KINDS: dict[str, Kind] = {k.name.split(".")[1]: k for k in (
     Kind("pii.email", "[EMAIL]", re.compile(r"(?<![\w.+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*"
-                                            r"\.[A-Za-z]{2,24}(?![\w-])")),
-    Kind("pii.card", "[CARD]", re.compile(_B + r"\d(?:[ -]?\d){12,18}" + _E), _card),
-    Kind("pii.iban", "[IBAN]", re.compile(r"(?<![\w])[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}(?![\w])"), iban_valid),
+                                            r"\.[A-Za-z]{2,24}(?![\w-])"), _email),
+    Kind("pii.card", "[CARD]", re.compile(_B + _NOT_IN_GROUPS + r"\d(?:[ -]?\d){12,18}" + _E), _card),
+    Kind("pii.iban", "[IBAN]", re.compile(r"(?i)(?<![\w])[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}(?![\w])"),
+         fit=_iban_fit),
     Kind("pii.ssn", "[SSN]", re.compile(_B + r"(?!000|666|9\d\d)\d{3}-(?!00)\d{2}-(?!0000)\d{4}" + _E)),
-    Kind("pii.nino", "[NINO]", re.compile(r"(?<![\w])(?!BG|GB|NK|KN|TN|NT|ZZ)[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z]"
-                                          r" ?\d{2} ?\d{2} ?\d{2} ?[A-D](?![\w])")),
+    Kind("pii.nino", "[NINO]", re.compile(r"(?i)(?<![\w])(?!BG|GB|NK|KN|TN|NT|ZZ)[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z]"
+                                          r" ?\d{2} ?\d{2} ?\d{2} ?[A-D](?![\w])"), _one_case),
     Kind("pii.phone", "[PHONE]", re.compile(
-        _B + r"(?:\+\d{1,3}[ .-]?(?:\(\d{1,4}\)[ .-]?)?\d{1,4}(?:[ .-]?\d{2,4}){2,4}"  # +44 20 7946 0958
+        _B + _NOT_IN_GROUPS
+        + r"(?:\+\d{1,3}[ .-]?(?:\(\d{1,4}\)[ .-]?)?\d{1,4}(?:[ .-]?\d{2,4}){2,4}"  # +44 20 7946 0958
         r"|\(\d{3}\) ?\d{3}[ .-]\d{4}"  # (415) 555-0132
         r"|\d{3}[.-]\d{3}[.-]\d{4}"  # 415-555-0132
         r"|0\d{2,4} \d{3,4} \d{3,4})" + _E), _phone),  # 020 7946 0958
@@ -109,6 +160,7 @@ PII_KINDS: dict[str, Kind] = {k.name.split(".")[1]: k for k in (
     Kind("pii.ipv6", "[IP]", re.compile(r"(?<![\w:])[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}(?![\w:])"), _ipv6),
 )}
 
+_V = r"[^\s\"'`,;<>]"  # a character of a secret value
 SECRET_KINDS: dict[str, Kind] = {k.name.split(".")[1]: k for k in (
     Kind("secret.private_key", "[PRIVATE_KEY]", re.compile(
         r"-----BEGIN (?:[A-Z]+ )*PRIVATE KEY-----[\s\S]*?(?:-----END (?:[A-Z]+ )*PRIVATE KEY-----|$)")),
@@ -119,8 +171,12 @@ SECRET_KINDS: dict[str, Kind] = {k.name.split(".")[1]: k for k in (
     Kind("secret.github", "[API_KEY]", re.compile(r"\b(?:gh[pousr]_[A-Za-z0-9]{36,255}|github_pat_\w{60,255})")),
     Kind("secret.slack", "[API_KEY]", re.compile(r"\bxox[abposr]-[A-Za-z0-9-]{10,}")),
     Kind("secret.token", "[TOKEN]", re.compile(
-        r"(?i)(?:bearer|token|api[_-]?key|secret|password|passwd|access[_-]?key)[\"']?\s*[:=]?\s*[\"']?"
-        r"([A-Za-z0-9_\-./+=~]{20,512})"), _high_entropy, 1),
+        r"(?i)(?:bearer|token|api[_ -]?key|secret(?:[_ -]?key)?|password|passwd|pwd|passphrase|access[_ -]?key)"
+        r"(?![\w-])[\"']?"  # a whole keyword: not password_policy, tokens, secret_name
+        r"(?:\s*(?:[:=]|=>)\s*[\"']?"  # password: x, SECRET_KEY = 'x'
+        r"|\s+(?:(?:is|was)\s+)?[\"']?(?-i:(?=" + _V + r"*\d)(?=" + _V + r"*[A-Z]|" + _V + r"{20})"
+        r"(?=" + _V + r"*[a-z]|" + _V + r"{20})))"  # prose (the token is x): a mixed-case value or a long one
+        r"(" + _V + r"{5,511}[^\s\"'`,;<>.:!?)\]}])"), _secret_value, 1),
 )}
 
 
@@ -131,7 +187,11 @@ def find(text: str, kinds: Sequence[Kind]) -> list[Finding]:
         for m in kind.pattern.finditer(text):
             start, end = m.span(kind.group)
             value = m.group(kind.group)
-            if kind.check is not None and not kind.check(value):
+            if kind.fit is not None:
+                end = start + kind.fit(value)
+                if end == start:
+                    continue
+            elif kind.check is not None and not kind.check(value):
                 continue
             if any(start < f.end and f.start < end for f in taken):
                 continue

@@ -10,8 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from strata.app import create_app
 from strata.config.settings import load_settings
-from strata.gateway.app import create_app
 from tests.leaks import LeakWatch, secret
 from tests.servers import ADMIN_KEY, StrataProcess, openai_route
 from tests.upstreams import FaultyUpstream

@@ -176,7 +176,7 @@ async def test_admin_changes_are_audited(app_client: httpx.AsyncClient) -> None:
     assert (await c.post("/admin/routes/ok/rollback", json={"reason": "bad"})).status_code == 200
     assert (await c.post("/admin/routes/ok/canary", json={"traffic": 10, "model": "m3"})).status_code == 200
     state = c.app.state.strata  # type: ignore[attr-defined]
-    await state.rollouts.rollback("ok", SYSTEM_ACTOR, "canary worse than primary")  # the controller's own path
+    await state.routing.rollouts.rollback("ok", SYSTEM_ACTOR, "canary worse than primary")  # the controller's own path
 
     r = await c.get("/admin/audit", params={"limit": 100})
     assert r.status_code == 200

@@ -23,8 +23,8 @@ from typing import Any
 import httpx
 import pytest
 
+from strata.app import create_app
 from strata.config.settings import CanaryConfig, RouteConfig, load_settings
-from strata.gateway.app import create_app
 from strata.gateway.state import AppState
 from strata.routing.analysis import Outcome, Window, compare
 from strata.routing.rollout import SYSTEM_ACTOR, Rollouts
@@ -261,14 +261,14 @@ async def gateway(data_dir: Path, *routes: dict[str, Any]) -> AsyncIterator[http
     app = create_app(load_settings(None, data_dir=data_dir, routes=list(routes), admin_key=ADMIN_KEY,
                                    ledger={"flush_interval": 0.05}))
     state: AppState = app.state.strata
-    state.rollouts.clock = FakeClock()
+    state.routing.rollouts.clock = FakeClock()
     async with app.router.lifespan_context(app):
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://strata", timeout=30,
                                      headers={"Authorization": f"Bearer {ADMIN_KEY}"}) as client:
             client.app = app  # type: ignore[attr-defined]
 
             async def started() -> bool:
-                return set(state.router.deployments) <= set(await engines(client))
+                return set(state.routing.router.deployments) <= set(await engines(client))
 
             await eventually(started, "every deployment in /admin/engines")
             yield client
@@ -281,7 +281,7 @@ def state_of(client: httpx.AsyncClient) -> AppState:
 
 async def analyse(client: httpx.AsyncClient, *expected: str) -> None:
     """One analysis pass, an interval later on the fake clock, taking the ``expected`` actions."""
-    rollouts = state_of(client).rollouts
+    rollouts = state_of(client).routing.rollouts
     clock = rollouts.clock
     assert isinstance(clock, FakeClock)
     before = rollouts.status("m")

@@ -12,11 +12,11 @@ import httpx
 import orjson
 import pytest
 
+from strata.app import create_app
 from strata.config.settings import load_settings
 from strata.engines.capabilities import PERMISSIVE, Capabilities, combine, require
 from strata.engines.kv_budget import KvBudget, prompt_bound
 from strata.errors import InvalidRequest
-from strata.gateway.app import create_app
 from tests.servers import ADMIN_KEY, openai_route
 from tests.upstreams import FaultyUpstream
 

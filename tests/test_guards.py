@@ -73,7 +73,7 @@ async def test_redacted_text_is_what_reaches_the_upstream_and_every_store(up: Fa
         stored = (await client.get(f"/v1/responses/{resp.id}")).json()
         trace = (await client.get(f"/admin/traces/{again.headers['x-request-id']}")).json()
         rows = await eventually(lambda: len(ledger_rows(tmp_path)) >= 4 and ledger_rows(tmp_path), "ledger rows")
-        cache = json.dumps([e.response for e in client.app.state.strata.cache.entries.values()])  # type: ignore[attr-defined]
+        cache = json.dumps([e.response for e in client.app.state.strata.caches.exact.entries.values()])  # type: ignore[attr-defined]
     assert EMAIL not in json.dumps(stored) and "[EMAIL]" in stored["instructions"]
     assert EMAIL not in json.dumps(trace) and EMAIL not in json.dumps(rows, default=str) and EMAIL not in cache
     assert rows[0]["guard"] == [{"guard": "pii", "where": "input", "action": "redact", "found": {"pii.email": 1}}]

@@ -15,10 +15,10 @@ from typing import Any
 import httpx
 import pytest
 
+from strata.app import create_app
 from strata.config.settings import load_settings
 from strata.errors import PermissionDenied
 from strata.gateway.admin import CreateKey, grantable
-from strata.gateway.app import create_app
 from strata.gateway.authz import RULES, rule_for
 from strata.governance.keys import Principal
 from strata.governance.roles import PERMISSIONS, ROLES, Scopes

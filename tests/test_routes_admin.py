@@ -13,8 +13,8 @@ from typing import Any
 import httpx
 import pytest
 
+from strata.app import create_app
 from strata.config.settings import load_settings
-from strata.gateway.app import create_app
 from tests.servers import ADMIN_KEY, StrataProcess, ledger_rows, openai_route
 from tests.upstreams import FaultyUpstream
 

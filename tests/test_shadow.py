@@ -97,7 +97,7 @@ async def test_a_stalled_shadow_neither_delays_nor_changes_the_answer(ups: dict[
         assert {text for text, _ in mirrored} == {expected}
         state = client.app.state.strata  # type: ignore[attr-defined]
         await eventually(lambda: ups["shadow"].hits == 4, "the mirrors to reach the stalled shadow")
-        assert state.shadow_running["m"] == 4, "the answers came back while their mirrors were still waiting"
+        assert state.tasks.shadow_running["m"] == 4, "the answers came back while their mirrors were still waiting"
         assert shadow_results(tmp_path) == []
         assert await metric(client, MIRRORED, route="m", deployment="mirror", outcome="dropped") == 2.0
     ratio = statistics.median(s for _, s in mirrored) / statistics.median(s for _, s in baseline)
@@ -187,7 +187,7 @@ async def test_mirrors_beyond_max_concurrency_are_dropped_and_counted(ups: dict[
             assert served_by(await chat(client)) == "primary"
         await eventually(lambda: ups["shadow"].hits == 1, "the one mirror to reach the shadow")
         assert await metric(client, MIRRORED, route="m", deployment="mirror", outcome="dropped") == 3.0
-        assert client.app.state.strata.shadow_running["m"] == 1  # type: ignore[attr-defined]
+        assert client.app.state.strata.tasks.shadow_running["m"] == 1  # type: ignore[attr-defined]
     assert ups["shadow"].hits == 1 and ups["primary"].hits == 4
 
 
@@ -197,7 +197,7 @@ async def test_traffic_share_is_roughly_respected(ups: dict[str, FaultyUpstream]
             replies = [await chat(client) for _ in range(10)]
             assert all(r.status_code == 200 for r in replies)
         state = client.app.state.strata  # type: ignore[attr-defined]
-        await eventually(lambda: state.shadow_running["m"] == 0, "every mirror to finish")
+        await eventually(lambda: state.tasks.shadow_running["m"] == 0, "every mirror to finish")
         mirrored = ups["shadow"].hits
         assert 35 <= mirrored <= 85, f"{mirrored} of 200 requests mirrored at 30%"
         await stored(tmp_path, mirrored)

@@ -24,8 +24,8 @@ import pytest
 from openai.types.chat import ChatCompletionMessageParam
 from prometheus_client.parser import text_string_to_metric_families
 
+from strata.app import create_app
 from strata.config.settings import load_settings
-from strata.gateway.app import create_app
 from tests.servers import ADMIN_KEY, StrataProcess, ledger_rows, wait_for
 from tests.upstreams import REPLY, FaultyUpstream
 

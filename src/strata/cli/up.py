@@ -16,10 +16,10 @@ import typer
 import uvicorn
 from rich.console import Console
 
+from strata.app import build_state, create_app
 from strata.cli import runtime
 from strata.cli.common import ConfigOpt, DataDirOpt, one_line_errors, settings_from
 from strata.config.settings import Settings
-from strata.gateway.app import build_state, create_app
 from strata.gateway.state import AppState
 
 
@@ -79,10 +79,10 @@ def _forget_on_signal(settings: Settings) -> None:
 
 def _admin_key(settings: Settings, state: AppState) -> str | None:
     """The admin key to show: none if preset by env, a fresh one on first start."""
-    if settings.admin_key is not None or state.keys.admin_exists():
+    if settings.admin_key is not None or state.governance.keys.admin_exists():
         return None
-    created = state.keys.create("admin", team="admin", is_admin=True)
-    state.auth.load()
+    created = state.governance.keys.create("admin", team="admin", is_admin=True)
+    state.governance.auth.load()
     return created.secret
 
 

@@ -59,7 +59,7 @@ def key_view(p: Principal, created_at: datetime | None = None, prefix: str | Non
 async def _admin(request: Request) -> tuple[AppState, str]:
     state: AppState = request.app.state.strata
     rid = request_id_of(request, state.new_id)
-    principal = await state.auth.authenticate_request(request)
+    principal = await state.governance.auth.authenticate_request(request)
     authorize(principal, request.method, request.url.path, request.path_params)
     request.state.principal = principal
     return state, rid
@@ -87,14 +87,14 @@ def guarded(handler: Any) -> Any:
 async def create_key(state: AppState, request: Request) -> dict[str, Any]:
     req: CreateKey = validate(CreateKey, await read_json(request, 64 * 1024))
     expires = datetime.now(UTC) + timedelta(days=req.expires_in_days) if req.expires_in_days else None
-    check_routes(req.allowed_routes, list(state.router.routes))
+    check_routes(req.allowed_routes, list(state.routing.router.routes))
     role, scopes = grantable(principal_of(request), req)
-    check_routes(sorted(scopes.routes or ()), list(state.router.routes))
-    created = await asyncio.to_thread(state.keys.create, req.name, req.team, req.allowed_routes, expires,
+    check_routes(sorted(scopes.routes or ()), list(state.routing.router.routes))
+    created = await asyncio.to_thread(state.governance.keys.create, req.name, req.team, req.allowed_routes, expires,
                                       role=role, scopes=scopes, max_concurrency=req.max_concurrency)
-    state.auth.apply(hash_key(created.secret), created.principal)
-    await state.audit.record(principal_of(request).key_id, "key.create", created.principal.key_id,
-                             key_view(created.principal))
+    state.governance.auth.apply(hash_key(created.secret), created.principal)
+    await state.observe.audit.record(principal_of(request).key_id, "key.create", created.principal.key_id,
+                                     key_view(created.principal))
     return {**key_view(created.principal, datetime.now(UTC), created.secret[:14]), "key": created.secret}
 
 
@@ -124,7 +124,7 @@ def _names(names: frozenset[str] | None) -> str:
 
 async def list_keys(state: AppState, request: Request) -> dict[str, Any]:
     scopes = principal_of(request).scopes
-    rows = await asyncio.to_thread(state.keys.list)
+    rows = await asyncio.to_thread(state.governance.keys.list)
     return {"object": "list", "data": [key_view(p, row.created_at, row.prefix) for row, p in rows
                                        if scopes.team_ok(p.team)]}
 
@@ -134,16 +134,16 @@ async def revoke_key(state: AppState, request: Request) -> dict[str, Any]:
     whose role or scopes exceed its own (403)."""
     caller, key_id = principal_of(request), request.path_params["key_id"]
     if caller.scopes.teams is not None:
-        target = next((p for _, p in await asyncio.to_thread(state.keys.list) if p.key_id == key_id), None)
+        target = next((p for _, p in await asyncio.to_thread(state.governance.keys.list) if p.key_id == key_id), None)
         if target is None or not caller.scopes.team_ok(target.team):
             raise NotFound(f"no key with id {key_id!r}", param="key_id", code="key_not_found")
         wider = target.role != "member" and not target.scopes.within(caller.scopes)  # member: inference only
         if RANK[target.role] > RANK[caller.role] or wider:
             raise PermissionDenied("This key cannot revoke a key with a higher role or wider scopes than its own.",
                                    code="role_denied")
-    principal = await asyncio.to_thread(state.keys.revoke, key_id)
-    await asyncio.to_thread(state.auth.sync)
-    await state.audit.record(caller.key_id, "key.revoke", key_id, key_view(principal))
+    principal = await asyncio.to_thread(state.governance.keys.revoke, key_id)
+    await asyncio.to_thread(state.governance.auth.sync)
+    await state.observe.audit.record(caller.key_id, "key.revoke", key_id, key_view(principal))
     return key_view(principal)
 
 
@@ -161,16 +161,16 @@ async def cost(state: AppState, request: Request) -> dict[str, Any]:
 
 async def engines(state: AppState, request: Request) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    throttled = state.callers.throttled()
-    for name, h in list(state.health.items()):
-        dep = state.router.deployments.get(name)
-        route = state.router.routes.get(state.router.owner_of(name) or "")
+    throttled = state.governance.callers.throttled()
+    for name, h in list(state.routing.health.items()):
+        dep = state.routing.router.deployments.get(name)
+        route = state.routing.router.routes.get(state.routing.router.owner_of(name) or "")
         if dep is None or route is None:
             continue
         out[name] = {"ready": h.ready, "state": h.state, "detail": h.detail, "busy_slots": h.busy_slots,
                      "queue_depth": h.queue_depth, "restarts": h.restarts, "breaker": dep.breaker.state,
                      "ejections": dep.breaker.ejections, "in_flight": dep.outstanding,
-                     "panic": state.router.in_panic(route), "throttled_keys": throttled.get(route.name, {}),
+                     "panic": state.routing.router.in_panic(route), "throttled_keys": throttled.get(route.name, {}),
                      **h.extra}
     return out
 

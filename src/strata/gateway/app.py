@@ -1,21 +1,14 @@
-"""Building the gateway application: ``create_app(settings)`` wires state; the lifespan runs it.
-
-Startup order: database (migrated) -> keys -> ledger writer (replaying the journals of crashed processes)
--> engines (local workers start in the background, LLMs first) -> control loops. Shutdown runs after
-uvicorn has finished in-flight requests: loops stop, the ledger drains (no row is lost), engines stop.
+"""The gateway's HTTP surface: the routes it serves, its error handlers, and ``Gateway`` (Starlette with the
+inference endpoints dispatched straight from the ASGI call). The composition root (``strata.app``) builds the
+state and the lifespan and hands them to ``gateway``.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import errno
-import gc
 import logging
-import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 
-from sqlalchemy import Engine as DbEngine
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -23,10 +16,7 @@ from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
 from strata.app.loops import LoopRunner
-from strata.config.settings import Settings
-from strata.engines.base import Engine, EngineHealth
-from strata.engines.registry import build_engine
-from strata.errors import ConfigError, InternalError, InvalidRequest, NotFound, StrataError
+from strata.errors import InternalError, InvalidRequest, NotFound, StrataError
 from strata.gateway import (
     admin,
     audit_admin,
@@ -40,157 +30,13 @@ from strata.gateway import (
     traces_admin,
 )
 from strata.gateway.http import REQUEST_ID, error_response, request_id_of
-from strata.gateway.monitor import control_loops
 from strata.gateway.state import AppState
-from strata.governance.abuse import AuthLockout
-from strata.governance.auth import Authenticator
-from strata.governance.governor import Governor
-from strata.governance.keys import KeyStore
-from strata.governance.policies import PolicyStore
-from strata.governance.secrets import Keyring, SecretStore
-from strata.observe.audit import audit_log
-from strata.observe.events import EventStore
-from strata.observe.journal import Journal
-from strata.observe.ledger import LedgerWriter
-from strata.observe.metrics import Metrics
-from strata.observe.tracing import TraceExporter, Tracer, TraceSink
-from strata.routing.breaker import CLOSED
-from strata.routing.changes import RouteChangeStore, apply_overrides
-from strata.routing.config import RouteConfig
-from strata.routing.rollout import Rollouts
-from strata.routing.router import Router
-from strata.state.shared import SharedState
-from strata.store.db import open_database
 
 log = logging.getLogger(__name__)
 
 
-def build_state(settings: Settings) -> AppState:
-    """Everything that can fail on bad config fails here, before the server binds its port."""
-    db = open_database(settings.database_url)
-    secrets = SecretStore(db, Keyring.at_start(settings.secrets, settings.data_dir))
-    route_changes = RouteChangeStore(db, secrets)
-    routes = apply_overrides(settings.routes, route_changes.overrides())
-    engines: dict[str, Engine] = {d.name: build_engine(d, settings) for r in routes for d in r.deployments}
-    keys = KeyStore(db)
-    admin_secret = settings.admin_key.get_secret_value() if settings.admin_key else None
-    auth = Authenticator(keys, admin_secret)
-    auth.load()
-    metrics = Metrics()
-    ledger = LedgerWriter(db, metrics, flush_interval=settings.ledger.flush_interval,
-                          batch_size=settings.ledger.batch_size,
-                          spill_path=settings.data_dir / "ledger-spill.jsonl", journal=_journal(settings))
-    health: dict[str, EngineHealth] = {}
-    router = Router(routes, engines, health)
-    events = EventStore(db, metrics)
-    rollouts = Rollouts(lambda: router.routes, _not_ready, events.emit,
-                        ejected=lambda name: _ejected(router, name))
-    shared = SharedState(settings.state, metrics)
-    audit = audit_log(settings, db)
-    audit.start_signing()
-    policies = PolicyStore(db, settings.limits, settings.budgets, audit)
-    policies.load()
-    state = AppState(settings=settings, db=db, keys=keys, auth=auth, metrics=metrics, ledger=ledger,
-                     router=router, engines=engines, health=health, route_changes=route_changes, events=events,
-                     rollouts=rollouts, shared=shared, policies=policies,
-                     governor=Governor(shared, policies, db, events.emit), tracer=_tracer(settings, db, metrics),
-                     audit=audit)
-
-    async def apply(old: RouteConfig, new: RouteConfig, action: str, actor: str, reason: str) -> None:
-        await routes_admin.apply_change(state, actor, old, new, action, reason=reason)
-
-    rollouts.apply = apply
-    auth.lockout = AuthLockout(settings.abuse, _lockout_reporter(state))
-    state.refresh_scorers()
-    state.seen_change = route_changes.version()
-    return state
-
-
-def _lockout_reporter(state: AppState) -> Callable[[str, int], None]:
-    """An IP locked out for key guessing (``governance.abuse``): a warning, a metric, an ``auth.lockout`` audit
-    entry and an ``auth_lockout`` operator event, written off the event loop."""
-    cfg = state.settings.abuse
-
-    def report(ip: str, failures: int) -> None:
-        message = (f"{failures} failed authentications within {cfg.auth_window:g}s: every request from {ip} "
-                   f"gets 429 for {cfg.auth_lockout:g}s")
-        log.warning("auth lockout: %s", message)
-        state.metrics.limited.labels("ip", "auth_failures").inc()
-        data = {"ip": ip, "failures": failures, "lockout_s": cfg.auth_lockout}
-
-        async def record() -> None:
-            await state.audit.record("gateway", "auth.lockout", ip, data)
-            await asyncio.to_thread(state.events.emit, "auth_lockout", ip, message, data)
-
-        task = asyncio.get_running_loop().create_task(record())
-        state.background.add(task)
-        task.add_done_callback(state.background.discard)
-
-    return report
-
-
-def _tracer(settings: Settings, db: DbEngine, metrics: Metrics) -> Tracer:
-    """Tracing (``observe.tracing``): Strata's own trace store and an OTLP exporter, each when configured;
-    with neither (or ``tracing.enabled: false``) no request makes a span."""
-    cfg = settings.tracing
-    sinks: list[TraceSink] = []
-    store = None
-    if cfg.enabled and cfg.store.enabled:
-        from strata.observe.trace_store import TraceStore
-
-        store = TraceStore(cfg.store.max_traces, db if cfg.store.backend == "database" else None)
-        sinks.append(store)
-    from strata.observe.otlp import OtlpSink, resolve_endpoint  # protobuf and httpx load only when tracing
-
-    endpoint = resolve_endpoint(cfg.otlp, os.environ) if cfg.enabled else None
-    if endpoint is not None:
-        otlp = cfg.otlp.model_copy(update={"endpoint": endpoint})
-        sinks.append(OtlpSink(otlp, cfg.service_name, on_failure=metrics.trace_export_failures.inc))
-        log.info("tracing: exporting by OTLP to %s", endpoint)
-    if not sinks:
-        return Tracer(cfg, None)
-    exporter = TraceExporter(sinks, cfg.export_interval, cfg.max_queue, on_drop=metrics.traces_dropped.inc)
-    return Tracer(cfg, exporter, store)
-
-
-def _journal(settings: Settings) -> Journal | None:
-    """The ledger journal (``observe.journal``) in ``<data_dir>/journal``; an unwritable one stops the start."""
-    cfg = settings.ledger.journal
-    if not cfg.enabled:
-        return None
-    directory = settings.data_dir.resolve() / "journal"
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        if not os.access(directory, os.W_OK):
-            raise PermissionError(errno.EACCES, "not writable")
-    except OSError as exc:
-        raise ConfigError(f"ledger journal: cannot write {directory}: {exc.strerror} (or set "
-                          "ledger.journal.enabled: false)") from None
-    return Journal(directory, fsync_interval=cfg.fsync_interval, segment_bytes=cfg.segment_bytes,
-                   adopt_interval=cfg.adopt_interval)
-
-
-def _ejected(router: Router, name: str) -> bool:
-    dep = router.deployments.get(name)
-    return dep is not None and dep.breaker.state != CLOSED
-
-
-async def _not_ready(*args: object) -> None:
-    raise RuntimeError("rollouts used before the gateway state was built")
-
-
-def create_app(settings: Settings, state: AppState | None = None) -> Starlette:
-    state = state or build_state(settings)
-    loops = LoopRunner(state.metrics)
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await _startup(state, loops)
-        try:
-            yield
-        finally:
-            await _shutdown(state, loops)
-
+def gateway(state: AppState, lifespan: Callable[[Starlette], AbstractAsyncContextManager[None]],
+            loops: LoopRunner) -> Gateway:
     app = Gateway(
         routes=[*openai_api.routes, *responses.routes, *feedback_api.routes, *admin.routes, *routes_admin.routes,
                 *policies_admin.routes, *traces_admin.routes, *audit_admin.routes, *health.routes, *openapi.routes],
@@ -199,7 +45,7 @@ def create_app(settings: Settings, state: AppState | None = None) -> Starlette:
                             Exception: _internal_error},
     )
     app.state.strata = state
-    app.state.traces = state.tracer.store  # GET /admin/traces (None: tracing.store is off)
+    app.state.traces = state.observe.tracer.store  # GET /admin/traces (None: tracing.store is off)
     app.state.loops = loops  # the control-loop runner (``strata.app.loops``)
     app.state.openapi = openapi.render(app.routes)  # once, from the routes served
     return app
@@ -244,31 +90,6 @@ def _with_request_id(scope: Scope, send: Send, new_id: Callable[[], str]) -> Sen
         await send(message)
 
     return send_with_id
-
-
-async def _startup(state: AppState, loops: LoopRunner) -> None:
-    state.ledger.start()
-    if state.tracer.exporter is not None:
-        state.tracer.exporter.start()
-    for loop in control_loops(state):  # engine start, health, key/policy/route sync, canaries, cost alerts
-        loops.start(loop)
-    gc.collect()
-    gc.freeze()  # startup objects (modules, config, tables) never become garbage: keep them out of GC passes
-
-
-async def _shutdown(state: AppState, loops: LoopRunner) -> None:
-    await loops.stop()
-    for task in [*state.tasks, *state.background]:
-        task.cancel()
-    await asyncio.gather(*state.tasks, *state.background, return_exceptions=True)
-    await asyncio.gather(*state.settling, return_exceptions=True)  # budgets settle before we stop
-    await state.shared.close()
-    await state.ledger.close()
-    if state.tracer.exporter is not None:
-        await asyncio.to_thread(state.tracer.exporter.close)  # the traces of the last requests go out too
-    await asyncio.gather(*(e.close() for e in state.engines.values()), return_exceptions=True)
-    state.db.dispose()
-    log.info("stopped: ledger drained, engines closed")
 
 
 async def _http_error(request: Request, exc: HTTPException) -> Response:

@@ -26,13 +26,13 @@ async def list_audit(state: AppState, request: Request) -> dict[str, Any]:
         limit = 0
     if not 1 <= limit <= MAX_LIMIT:
         raise InvalidRequest(f"limit must be a whole number from 1 to {MAX_LIMIT}", param="limit")
-    data = await asyncio.to_thread(state.audit.entries, since, q.get("action"), limit, True)
+    data = await asyncio.to_thread(state.observe.audit.entries, since, q.get("action"), limit, True)
     return {"object": "list", "data": data}
 
 
 async def verify_audit(state: AppState, request: Request) -> dict[str, Any]:
     """The whole chain, walked from its first entry: ``ok``, the head (seq, hash) and the first problem."""
-    verdict = await asyncio.to_thread(state.audit.verify)
+    verdict = await asyncio.to_thread(state.observe.audit.verify)
     return verdict.view()
 
 

@@ -115,15 +115,15 @@ def share(state: Any, cfg: CacheConfig, key: str, entry: Entry) -> None:
     ttl = entry.expires - time.monotonic()
     ttl_ms = int(ttl * 1000)
     value = orjson.dumps({"response": entry.response, "cost": entry.cost, "expires": time.time() + ttl})
-    task = asyncio.create_task(_quietly(state.shared.run(lambda b: b.cache_put(state.shared.key("cache", key), value,
-                                                                                  ttl_ms))))
-    state.settling.add(task)
-    task.add_done_callback(state.settling.discard)
+    shared = state.governance.shared
+    task = asyncio.create_task(_quietly(shared.run(lambda b: b.cache_put(shared.key("cache", key), value, ttl_ms))))
+    state.governance.settling.add(task)
+    task.add_done_callback(state.governance.settling.discard)
 
 
 async def shared_get(state: Any, cfg: CacheConfig, key: str) -> Entry | None:
     """An entry another replica made, kept locally from then on; None on a miss or any Redis trouble."""
-    raw = await _quietly(state.shared.run(lambda b: b.cache_get(state.shared.key("cache", key))))
+    raw = await _quietly(state.governance.shared.run(lambda b: b.cache_get(state.governance.shared.key("cache", key))))
     if not raw:
         return None
     try:
@@ -131,7 +131,7 @@ async def shared_get(state: Any, cfg: CacheConfig, key: str) -> Entry | None:
         left = float(data["expires"]) - time.time()  # the TTL the replica that made it gave it
         if left <= 0:
             return None
-        entry: Entry = state.cache.put(cfg, key, data["response"], float(data["cost"]), ttl=left)
+        entry: Entry = state.caches.exact.put(cfg, key, data["response"], float(data["cost"]), ttl=left)
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
         return None
     return entry

@@ -36,9 +36,9 @@ async def feedback(request: Request) -> Response:
     state: AppState = request.app.state.strata
     rid = request_id_of(request, state.new_id)
     try:
-        principal = await state.auth.authenticate_request(request)
+        principal = await state.governance.auth.authenticate_request(request)
         req: FeedbackRequest = validate(FeedbackRequest, await read_json(request, 16 * 1024))
-        served = state.ledger.find_pending(req.request_id) or await asyncio.to_thread(
+        served = state.observe.ledger.find_pending(req.request_id) or await asyncio.to_thread(
             find_request, state.db, req.request_id)
         if served is None or not (principal.is_admin or served.get("key_id") == principal.key_id):
             raise NotFound(f"No request with id {req.request_id!r} made with this key.", param="request_id",
@@ -46,7 +46,7 @@ async def feedback(request: Request) -> Response:
         out = await asyncio.to_thread(record_feedback, state.db, served, req.request_id, principal.key_id,
                                       req.name, req.score, req.comment)
         if served.get("route") and served.get("role"):
-            state.rollouts.feedback(served["route"], served["role"], req.score)
+            state.routing.rollouts.feedback(served["route"], served["role"], req.score)
         return json_response(out, rid)
     except StrataError as exc:
         return error_response(exc, rid)

@@ -32,9 +32,10 @@ def control_loops(state: AppState) -> list[Loop]:
     loops = [
         Loop("start-engines", lambda: start_engines(state), 0, once=True),
         Loop("monitor-engines", EngineMonitor(state).step, s.supervisor.health_interval),
-        Loop("key-sync", state.auth.refresh, s.keys.sync_interval, delay_first=True),
+        Loop("key-sync", state.governance.auth.refresh, s.keys.sync_interval, delay_first=True),
         Loop("canary-analysis", lambda: analyse_canaries(state), lambda: canary_interval(state)),
-        Loop("policy-sync", lambda: asyncio.to_thread(state.policies.load), s.keys.sync_interval, delay_first=True),
+        Loop("policy-sync", lambda: asyncio.to_thread(state.governance.policies.load), s.keys.sync_interval,
+             delay_first=True),
         Loop("route-follow", lambda: routes_admin.follow(state), s.keys.sync_interval, delay_first=True),
     ]
     if s.cost_alerts.enabled:
@@ -44,7 +45,7 @@ def control_loops(state: AppState) -> list[Loop]:
 
 async def start_engines(state: AppState) -> None:
     """Start engines; local workers one by one, LLMs first, so the first token is not slowed by heavy imports."""
-    ordered = sorted(state.engines.values(), key=lambda e: START_ORDER.get(e.engine_type, 9))
+    ordered = sorted(state.routing.engines.values(), key=lambda e: START_ORDER.get(e.engine_type, 9))
     for engine in ordered:
         t0 = time.perf_counter()
         await engine.start()
@@ -63,23 +64,23 @@ class EngineMonitor:
         self.restarts_seen: dict[str, int] = {}  # the worker's restart count at the last pass, per deployment
 
     async def step(self) -> None:
-        state, m = self.state, self.state.metrics
-        engines = list(state.engines.items())
+        state, m = self.state, self.state.observe.metrics
+        engines = list(state.routing.engines.items())
         results = await asyncio.gather(*(self.probe(name, engine) for name, engine in engines))
         for (name, _), h in zip(engines, results, strict=True):
-            if h is None or name not in state.engines:  # the probe failed, or the engine was removed meanwhile
+            if h is None or name not in state.routing.engines:  # the probe failed, or the engine was removed meanwhile
                 continue
-            state.health[name] = h
+            state.routing.health[name] = h
             m.engine_up.labels(name).set(1 if h.ready else 0)
             m.engine_busy.labels(name).set(h.busy_slots)
             m.engine_queue.labels(name).set(h.queue_depth)
             m.engine_restarts.labels(name).inc(new_restarts(self.restarts_seen, name, h.restarts))
-        for route in list(state.router.routes.values()):
-            m.route_panic.labels(route.name).set(1 if state.router.in_panic(route) else 0)
-        for name, dep in list(state.router.deployments.items()):
+        for route in list(state.routing.router.routes.values()):
+            m.route_panic.labels(route.name).set(1 if state.routing.router.in_panic(route) else 0)
+        for name, dep in list(state.routing.router.deployments.items()):
             m.breaker.labels(name).set(BREAKER_CODES[dep.breaker.state])
             m.deployment_in_flight.labels(name).set(dep.outstanding)
-        m.ledger_pending.set(state.ledger.pending)
+        m.ledger_pending.set(state.observe.ledger.pending)
 
     async def probe(self, name: str, engine: Engine) -> EngineHealth | None:
         """One engine's health; a probe that hangs says unreachable, one that raises keeps the last known."""
@@ -104,15 +105,15 @@ async def analyse_canaries(state: AppState) -> None:
     """One pass of the canary control loop: analyse every canary that is due, step it up, promote or roll it
     back. The gauge is refreshed even when the analysis fails (e.g. the database briefly away)."""
     try:
-        await state.rollouts.reconcile()
+        await state.routing.rollouts.reconcile()
     finally:
-        state.metrics.canary_traffic.clear()  # a canary rolled back or promoted leaves the gauge
-        for name, dep in state.router.canaries.items():
-            state.metrics.canary_traffic.labels(name, dep.name).set((dep.traffic or 0) / 100)  # config says %
+        state.observe.metrics.canary_traffic.clear()  # a canary rolled back or promoted leaves the gauge
+        for name, dep in state.routing.router.canaries.items():
+            state.observe.metrics.canary_traffic.labels(name, dep.name).set((dep.traffic or 0) / 100)  # config says %
 
 
 def canary_interval(state: AppState) -> float:
-    return min((r.canary_settings().interval for r in state.router.routes.values()), default=1.0)
+    return min((r.canary_settings().interval for r in state.routing.router.routes.values()), default=1.0)
 
 
 async def watch_costs(state: AppState) -> None:
@@ -121,13 +122,13 @@ async def watch_costs(state: AppState) -> None:
     report = await asyncio.to_thread(cost_report, state.db, cfg.by, "14d")
     week = time.strftime("%G-W%V", time.gmtime())
     for g in anomalies(report, cfg.threshold_pct, cfg.min_usd):
-        flag = state.shared.key("cost-anomaly", cfg.by, g["group"], week)
+        flag = state.governance.shared.key("cost-anomaly", cfg.by, g["group"], week)
         if await set_once(state, flag, 8 * 86400):
             message = (f"{cfg.by} {g['group']!r}: ${g['this_week_usd']:.2f} this week vs "
                        f"${g['last_week_usd']:.2f} last week ({g['wow_change_pct']:+.0f}%)")
-            await asyncio.to_thread(state.events.emit, "cost_anomaly", str(g["group"]), message,
+            await asyncio.to_thread(state.observe.events.emit, "cost_anomaly", str(g["group"]), message,
                                     {k: g[k] for k in ("this_week_usd", "last_week_usd", "wow_change_pct")})
 
 
 async def set_once(state: AppState, flag: str, ttl_s: int) -> bool:
-    return await state.shared.run(lambda b: b.flag(flag, ttl_s))
+    return await state.governance.shared.run(lambda b: b.flag(flag, ttl_s))

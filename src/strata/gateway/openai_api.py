@@ -117,12 +117,12 @@ async def list_models(request: Request) -> Response:
     state = _state(request)
     rid = request_id_of(request, state.new_id)
     try:
-        principal = await state.auth.authenticate_request(request)
+        principal = await state.governance.auth.authenticate_request(request)
     except StrataError as exc:
         return error_response(exc, rid)
     created = int(state.started_at)
     data = [{"id": r.name, "object": "model", "created": created, "owned_by": "strata"}
-            for r in state.router.visible_to(principal)]
+            for r in state.routing.router.visible_to(principal)]
     return json_response({"object": "list", "data": data}, rid)
 
 
@@ -132,8 +132,8 @@ async def retrieve_model(request: Request) -> Response:
     rid = request_id_of(request, state.new_id)
     model = request.path_params["model"]
     try:
-        principal = await state.auth.authenticate_request(request)
-        if model not in state.router.routes or not principal.may_use(model):
+        principal = await state.governance.auth.authenticate_request(request)
+        if model not in state.routing.router.routes or not principal.may_use(model):
             raise NotFound(f"The model '{model}' does not exist or you do not have access to it.", param="model")
     except StrataError as exc:
         return error_response(exc, rid)

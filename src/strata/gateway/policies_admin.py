@@ -35,11 +35,11 @@ def _kind(request: Request) -> str:
 
 async def list_policies(state: AppState, request: Request) -> dict[str, Any]:
     kind = _kind(request)
-    data = await asyncio.to_thread(state.policies.view, kind)
+    data = await asyncio.to_thread(state.governance.policies.view, kind)
     mine = await _visible(state, principal_of(request).scopes)
     data = [d for d in data if mine(d)]
     if kind == "budget":
-        await asyncio.to_thread(_with_spend, state.governor.budgets, data)
+        await asyncio.to_thread(_with_spend, state.governance.governor.budgets, data)
     return {"object": "list", "data": data}
 
 
@@ -57,7 +57,7 @@ async def set_policy(state: AppState, request: Request) -> dict[str, Any]:
     body = await read_json(request, 16 * 1024)
     rule = validate(LimitRule if kind == "limit" else BudgetRule, body)
     await _may_change(state, request, rule.scope, rule.subject)
-    return await asyncio.to_thread(state.policies.set, kind, rule, actor_of(request))
+    return await asyncio.to_thread(state.governance.policies.set, kind, rule, actor_of(request))
 
 
 async def remove_policy(state: AppState, request: Request) -> dict[str, Any]:
@@ -69,12 +69,12 @@ async def remove_policy(state: AppState, request: Request) -> dict[str, Any]:
                              param="scope" if not scope else "subject")
     period = q.get("period", "month") if kind == "budget" else ""
     await _may_change(state, request, scope, subject)
-    await asyncio.to_thread(state.policies.remove, kind, scope, subject, period, actor_of(request))
+    await asyncio.to_thread(state.governance.policies.remove, kind, scope, subject, period, actor_of(request))
     return {"deleted": True, "kind": kind, "scope": scope, "subject": subject, "period": period or None}
 
 
 async def policy_changes(state: AppState, request: Request) -> dict[str, Any]:
-    data = await asyncio.to_thread(state.policies.changes, _kind(request))
+    data = await asyncio.to_thread(state.governance.policies.changes, _kind(request))
     mine = await _visible(state, principal_of(request).scopes)
     return {"object": "list", "data": [c for c in data if any(mine(r) for r in (c["before"], c["after"]) if r)]}
 
@@ -83,7 +83,7 @@ async def _visible(state: AppState, scopes: Scopes) -> Callable[[dict[str, Any]]
     """Whether a rule (``{"scope", "subject", …}``) is on one of the key's teams or one of their keys."""
     if scopes.teams is None:
         return lambda rule: True
-    keys = {p.key_id for _, p in await asyncio.to_thread(state.keys.list) if scopes.team_ok(p.team)}
+    keys = {p.key_id for _, p in await asyncio.to_thread(state.governance.keys.list) if scopes.team_ok(p.team)}
     return lambda rule: ((rule.get("scope") == "team" and rule.get("subject") in (scopes.teams or ()))
                          or (rule.get("scope") == "key" and rule.get("subject") in keys))
 

@@ -184,9 +184,9 @@ class Relay:
                 now = time.perf_counter()
                 if call.first_token is None:
                     call.first_token = now
-                    self.state.metrics.ttft.labels(call.route, call.deployment).observe(now - call.started)
+                    self.state.observe.metrics.ttft.labels(call.route, call.deployment).observe(now - call.started)
                 else:
-                    self.state.metrics.itl.labels(call.route, call.deployment).observe(
+                    self.state.observe.metrics.itl.labels(call.route, call.deployment).observe(
                         now - (call.last_token or now))
                 call.last_token = now
                 if call.answer is not None or self.text is not None:

@@ -386,7 +386,7 @@ async def retrieve_response(request: Request) -> Response:
     rid = request_id_of(request, state.new_id)
     response_id = request.path_params["response_id"]
     try:
-        principal = await state.auth.authenticate_request(request)
+        principal = await state.governance.auth.authenticate_request(request)
         row = await store_of(request).get(response_id, principal)
         if row is None:
             raise NotFound(f"Response with id '{response_id}' not found.", param="response_id",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from starlette.requests import Request
@@ -26,6 +27,7 @@ from strata.gateway.shadow import report
 from strata.gateway.state import AppState
 from strata.governance.secrets import dump_secrets
 from strata.observe.usage import parse_window
+from strata.pipeline.internal import embedder
 from strata.routing.changes import apply_overrides
 from strata.routing.config import CanaryConfig, DeploymentConfig, RouteConfig
 from strata.routing.router import Deployment
@@ -36,22 +38,22 @@ log = logging.getLogger(__name__)
 def route_view(state: AppState, cfg: RouteConfig) -> dict[str, Any]:
     out = dump_secrets(cfg, lambda _, value: mask(value))  # an upstream key as env:NAME, sk-...abcd or ***
     for d in out["deployments"]:
-        rt = state.router.deployments.get(d["name"])
-        h = state.health.get(d["name"])
+        rt = state.routing.router.deployments.get(d["name"])
+        h = state.routing.health.get(d["name"])
         d["status"] = {"breaker": rt.breaker.state if rt else None, "in_flight": rt.outstanding if rt else 0,
                        "ready": h.ready if h else None, "engine_state": h.state if h else None}
     return out
 
 
 def _route(state: AppState, name: str) -> RouteConfig:
-    cfg = state.router.routes.get(name)
+    cfg = state.routing.router.routes.get(name)
     if cfg is None:
         raise NotFound(f"no route named {name!r}", param="route", code="route_not_found")
     return cfg
 
 
 async def list_routes(state: AppState, request: Request) -> dict[str, Any]:
-    return {"object": "list", "data": [route_view(state, r) for r in state.router.routes.values()]}
+    return {"object": "list", "data": [route_view(state, r) for r in state.routing.router.routes.values()]}
 
 
 async def show_route(state: AppState, request: Request) -> dict[str, Any]:
@@ -60,7 +62,7 @@ async def show_route(state: AppState, request: Request) -> dict[str, Any]:
 
 async def route_changes(state: AppState, request: Request) -> dict[str, Any]:
     name = request.path_params["route"]
-    return {"object": "list", "data": await asyncio.to_thread(state.route_changes.history, name)}
+    return {"object": "list", "data": await asyncio.to_thread(state.routing.route_changes.history, name)}
 
 
 async def patch_route(state: AppState, request: Request) -> dict[str, Any]:
@@ -89,10 +91,10 @@ async def put_deployment(state: AppState, request: Request) -> dict[str, Any]:
     dep = validate(DeploymentConfig, body)
     if dep.name != dep_name:
         raise InvalidRequest("deployment name in the body differs from the URL", param="name")
-    owner = state.router.owner_of(dep_name)
+    owner = state.routing.router.owner_of(dep_name)
     if owner not in (None, name):
         raise InvalidRequest(f"deployment {dep_name!r} already belongs to route {owner!r}", param="name")
-    old = state.router.routes.get(name)
+    old = state.routing.router.routes.get(name)
     deps = [d.model_dump() for d in old.deployments] if old else []
     index = next((i for i, d in enumerate(deps) if d["name"] == dep_name), len(deps))
     deps[index:index + 1] = [dep.model_dump()]
@@ -152,7 +154,7 @@ async def start_rollout(state: AppState, request: Request) -> dict[str, Any]:
     traffic = body.get("traffic") or (steps[0] if steps else None)
     if traffic is None:
         raise InvalidRequest(f"a {role} needs `traffic` (a percentage)", param="traffic")
-    owner = state.router.owner_of(name)
+    owner = state.routing.router.owner_of(name)
     if owner is not None:
         raise InvalidRequest(f"deployment {name!r} already exists in route {owner!r}", param="name")
     dep |= {"name": name, "role": role, "traffic": traffic, "canary": _rollout_settings(role, body)}
@@ -184,7 +186,7 @@ def _free_name(state: AppState, base: str) -> str:
     """``base``, or ``base-2``, ``base-3``… when a promoted canary already carries the name."""
     n = 1
     name = base
-    while state.router.owner_of(name) is not None:
+    while state.routing.router.owner_of(name) is not None:
         n += 1
         name = f"{base}-{n}"
     return name
@@ -192,13 +194,13 @@ def _free_name(state: AppState, base: str) -> str:
 
 async def promote(state: AppState, request: Request) -> dict[str, Any]:
     name = request.path_params["route"]
-    await state.rollouts.promote(name, actor_of(request), await _reason(request, "promoted by operator"))
+    await state.routing.rollouts.promote(name, actor_of(request), await _reason(request, "promoted by operator"))
     return {"route": route_view(state, _route(state, name))}
 
 
 async def rollback(state: AppState, request: Request) -> dict[str, Any]:
     name = request.path_params["route"]
-    await state.rollouts.rollback(name, actor_of(request), await _reason(request, "rolled back by operator"))
+    await state.routing.rollouts.rollback(name, actor_of(request), await _reason(request, "rolled back by operator"))
     return {"route": route_view(state, _route(state, name))}
 
 
@@ -210,8 +212,8 @@ async def _reason(request: Request, default: str) -> str:
 
 async def rollout_status(state: AppState, request: Request) -> dict[str, Any]:
     name = _route(state, request.path_params["route"]).name
-    events = await asyncio.to_thread(state.events.list, None, name, 20)
-    return {"route": name, "rollout": state.rollouts.status(name), "events": events}
+    events = await asyncio.to_thread(state.observe.events.list, None, name, 20)
+    return {"route": name, "rollout": state.routing.rollouts.status(name), "events": events}
 
 
 async def shadow_report(state: AppState, request: Request) -> dict[str, Any]:
@@ -228,19 +230,20 @@ async def shadow_report(state: AppState, request: Request) -> dict[str, Any]:
 
 async def list_events(state: AppState, request: Request) -> dict[str, Any]:
     q = request.query_params
-    data = await asyncio.to_thread(state.events.list, q.get("kind"), q.get("subject"), 100)
+    data = await asyncio.to_thread(state.observe.events.list, q.get("kind"), q.get("subject"), 100)
     return {"object": "list", "data": data}
 
 
 async def apply_change(state: AppState, actor: str, old: RouteConfig | None, new: RouteConfig,
                        action: str, record_after: bool = True, reason: str | None = None) -> dict[str, Any]:
     """Swap the route in (see ``swap``) and record the change in the audit trail."""
-    async with state.route_lock:  # ``follow`` must not see the swap before the record
+    async with state.routing.route_lock:  # ``follow`` must not see the swap before the record
         await swap(state, old, new)
-        change = await asyncio.to_thread(state.route_changes.record, new.name, action, actor, old,
+        change = await asyncio.to_thread(state.routing.route_changes.record, new.name, action, actor, old,
                                          new if record_after else None, reason)
-    await state.audit.record(actor, f"route.{action}", new.name, {"change": change["id"], "reason": reason,
-                                                                  "before": _summary(old), "after": _summary(new)})
+    await state.observe.audit.record(actor, f"route.{action}", new.name,
+                                     {"change": change["id"], "reason": reason, "before": _summary(old),
+                                      "after": _summary(new)})
     log.info("route %s: %s by %s", new.name, action, actor)
     return {"route": route_view(state, new), "change": change}
 
@@ -258,17 +261,17 @@ async def follow(state: AppState) -> None:
     """One pass of the route-follow loop (every ``keys.sync_interval``): apply route changes recorded by other
     replicas sharing the database. A bad pass (database away, an engine that cannot start) raises; the loop
     runner logs it and the next pass retries."""
-    latest = await asyncio.to_thread(state.route_changes.version)
-    if latest == state.seen_change:
+    latest = await asyncio.to_thread(state.routing.route_changes.version)
+    if latest == state.routing.seen_change:
         return
-    async with state.route_lock:
-        overrides = await asyncio.to_thread(state.route_changes.overrides)
+    async with state.routing.route_lock:
+        overrides = await asyncio.to_thread(state.routing.route_changes.overrides)
         for route in apply_overrides(state.settings.routes, overrides):
-            current = state.router.routes.get(route.name)
+            current = state.routing.router.routes.get(route.name)
             if current != route:
                 await swap(state, current, route)
                 log.info("route %s: followed a change made through another replica", route.name)
-        state.seen_change = latest
+        state.routing.seen_change = latest
 
 
 async def swap(state: AppState, old: RouteConfig | None, new: RouteConfig) -> None:
@@ -283,12 +286,12 @@ async def swap(state: AppState, old: RouteConfig | None, new: RouteConfig) -> No
         raise InvalidRequest(exc.message, param="engine") from None
     for engine in engines.values():
         await engine.start()
-    state.engines.update(engines)
-    removed = state.router.replace_route(new, engines)
-    state.rollouts.sync()
-    state.refresh_scorers()
+    state.routing.engines.update(engines)
+    removed = state.routing.router.replace_route(new, engines)
+    state.routing.rollouts.sync()
+    state.routing.refresh_scorers(partial(embedder, state))
     for dep in removed:
-        state.tasks.append(asyncio.create_task(_drain(state, dep), name=f"drain-{dep.cfg.name}"))
+        state.tasks.drains.append(asyncio.create_task(_drain(state, dep), name=f"drain-{dep.cfg.name}"))
 
 
 async def _drain(state: AppState, dep: Deployment) -> None:
@@ -297,9 +300,9 @@ async def _drain(state: AppState, dep: Deployment) -> None:
     deadline = loop.time() + state.settings.server.graceful_timeout
     while dep.outstanding > 0 and loop.time() < deadline:
         await asyncio.sleep(0.1)
-    if state.engines.get(dep.cfg.name) is dep.engine:
-        del state.engines[dep.cfg.name]
-        state.health.pop(dep.cfg.name, None)
+    if state.routing.engines.get(dep.cfg.name) is dep.engine:
+        del state.routing.engines[dep.cfg.name]
+        state.routing.health.pop(dep.cfg.name, None)
     await dep.engine.close()
 
 

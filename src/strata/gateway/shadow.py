@@ -26,6 +26,7 @@ from strata.errors import StrataError
 from strata.gateway.state import AppState
 from strata.pipeline.account import account
 from strata.pipeline.attempt import begin, end
+from strata.pipeline.internal import embedder
 from strata.pipeline.record import CallRecord
 from strata.routing.analysis import quantile
 from strata.routing.router import Deployment, Target
@@ -50,21 +51,21 @@ def answer_text(result: dict[str, Any]) -> str:
 
 def mirror(state: AppState, call: CallRecord, shadow: Deployment, kind: Kind, body: dict[str, Any]) -> None:
     """Start the mirror of a served request, unless the route's mirror capacity is in use."""
-    route = state.router.routes.get(call.route or "")
+    route = state.routing.router.routes.get(call.route or "")
     if route is None:
         return
-    running = state.shadow_running
+    running = state.tasks.shadow_running
     if running[route.name] >= route.shadow.max_concurrency:
-        state.metrics.shadow_requests.labels(route.name, shadow.cfg.name, "dropped").inc()
+        state.observe.metrics.shadow_requests.labels(route.name, shadow.cfg.name, "dropped").inc()
         return
     running[route.name] += 1
     task = asyncio.create_task(_run(state, call, shadow, kind, body), name=f"shadow-{call.request_id}")
-    state.background.add(task)
-    task.add_done_callback(state.background.discard)
+    state.tasks.background.add(task)
+    task.add_done_callback(state.tasks.background.discard)
 
 
 async def _run(state: AppState, served: CallRecord, shadow: Deployment, kind: Kind, body: dict[str, Any]) -> None:
-    route = state.router.routes[served.route or ""]
+    route = state.routing.router.routes[served.route or ""]
     rec = CallRecord(served.request_id, served.endpoint, principal=served.principal, user=served.user,
                      tags=served.tags, route=route.name, deployment=shadow.cfg.name,
                      engine=shadow.engine.engine_type, model=shadow.engine.model, role="shadow")
@@ -83,14 +84,14 @@ async def _run(state: AppState, served: CallRecord, shadow: Deployment, kind: Ki
             text = answer_text(result)
         account(state, rec, target)
         outcome = "ok" if rec.status == 200 else "error"
-        state.metrics.shadow_requests.labels(route.name, shadow.cfg.name, outcome).inc()
+        state.observe.metrics.shadow_requests.labels(route.name, shadow.cfg.name, outcome).inc()
         latency = (time.perf_counter() - rec.started) * 1000
         agreement = await _agreement(state, route.shadow.agreement_route, served.answer_text, text)
         await asyncio.to_thread(_store, state.db, served, rec, route.shadow.store_chars, text, latency, agreement)
     except Exception:  # a shadow must never take anything down with it
         log.exception("shadow request %s on %s failed", served.request_id, shadow.cfg.name)
     finally:
-        state.shadow_running[route.name] -= 1
+        state.tasks.shadow_running[route.name] -= 1
 
 
 async def _agreement(state: AppState, route_name: str | None, a: str | None, b: str | None) -> float | None:
@@ -99,7 +100,7 @@ async def _agreement(state: AppState, route_name: str | None, a: str | None, b: 
         return None
     if a.strip() == b.strip():
         return 1.0
-    embed = state.embedder(route_name)
+    embed = embedder(state, route_name)
     if embed is None:
         return None
     try:

@@ -16,7 +16,7 @@ from strata.observe.trace_store import TraceStore, team_of
 
 
 def _store(state: AppState) -> TraceStore:
-    store = state.tracer.store
+    store = state.observe.tracer.store
     if store is None:
         raise NotFound("No trace store: tracing.enabled and tracing.store.enabled are needed.",
                        code="traces_disabled")

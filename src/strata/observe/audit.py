@@ -15,7 +15,7 @@ tail (keep the head that ``verify`` prints somewhere else to catch that).
 
 How a feature records a change (admin actions only, never on the inference path)::
 
-    await state.audit.record(actor, "guard.update", route_name, {"before": old, "after": new})
+    await state.observe.audit.record(actor, "guard.update", route_name, {"before": old, "after": new})
 
 or, inside a store's own transaction so the change and its entry commit together::
 

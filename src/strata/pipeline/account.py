@@ -27,7 +27,7 @@ class Account(Stage):
 def account(state: AppState, call: CallRecord, target: Target | None) -> None:
     """Cost, metrics, ledger row; exactly once per request (and per internal call), success or not."""
     finished = time.perf_counter()
-    m = state.metrics
+    m = state.observe.metrics
     team = call.principal.team if call.principal else "-"
     route, deployment = call.route or "-", call.deployment or "-"
     if target is not None:
@@ -35,8 +35,8 @@ def account(state: AppState, call: CallRecord, target: Target | None) -> None:
         call.cost = request_cost(target.deployment.price, call.prompt_tokens, call.completion_tokens,
                                  finished - call.started, slots)
     if call.status == 200 and call.role is not None:
-        state.rollouts.record(route, call.role, True, finished - call.started,
-                              call.first_token - call.started if call.first_token is not None else None, call.cost)
+        first = call.first_token - call.started if call.first_token is not None else None
+        state.routing.rollouts.record(route, call.role, True, finished - call.started, first, call.cost)
     if call.admitted:
         m.in_flight.labels(route).dec()
         m.duration.labels(route, deployment).observe(finished - call.started)
@@ -49,4 +49,4 @@ def account(state: AppState, call: CallRecord, target: Target | None) -> None:
         if call.cost:
             m.cost.labels(route, deployment, team).inc(call.cost)
     m.requests.labels(route, deployment, team, str(call.status)).inc()
-    state.ledger.record(call.to_row(finished))
+    state.observe.ledger.record(call.to_row(finished))

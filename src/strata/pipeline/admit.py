@@ -29,20 +29,20 @@ class Admit(Stage):
         state, call, route = flow.state, flow.call, flow.route
         assert route is not None and call.principal is not None and flow.body is not None
         check_prompt_size(route, flow.body)
-        if (wait := state.callers.retry_after(route.name, call.principal.key_id)) > 0:
-            state.metrics.limited.labels("key", "upstream_failures").inc()
+        if (wait := state.governance.callers.retry_after(route.name, call.principal.key_id)) > 0:
+            state.observe.metrics.limited.labels("key", "upstream_failures").inc()
             raise RateLimited(f"Requests from this key to '{route.name}' keep failing upstream while other "
                               f"callers' are served; retry in {wait:.0f}s.", code="caller_failing", retry_after=wait)
         if (cap := call.principal.max_concurrency) is not None:
             try:
-                state.caps.acquire(call.principal.key_id, cap)
+                state.governance.caps.acquire(call.principal.key_id, cap)
             except RateLimited:
-                state.metrics.limited.labels("key", "concurrency").inc()
+                state.observe.metrics.limited.labels("key", "concurrency").inc()
                 raise
             flow.held = call.principal.key_id
-        if state.governor.active:
+        if state.governance.governor.active:
             await self._govern(flow)
-        state.metrics.in_flight.labels(route.name).inc()
+        state.observe.metrics.in_flight.labels(route.name).inc()
         call.admitted = True
         return None
 
@@ -52,9 +52,9 @@ class Admit(Stage):
         prompt = estimate_prompt_tokens(body)
         if flow.prompt_limit is not None and prompt > flow.prompt_limit:
             prompt = flow.prompt_limit
-        admission, reservation = await state.governor.admit(call.principal, route, call.tags, prompt,
-                                                            getattr(flow.req, "output_limit", None),
-                                                            state.context_window)
+        admission, reservation = await state.governance.governor.admit(call.principal, route, call.tags, prompt,
+                                                                       getattr(flow.req, "output_limit", None),
+                                                            state.routing.context_window)
         call.governed = (admission, reservation)
         if admission is not None:
             call.headers = admission.headers
@@ -63,17 +63,17 @@ class Admit(Stage):
         """Settle the limits and the budget with the real usage and cost (``account`` ran just before)."""
         state, call = flow.state, flow.call
         if flow.held is not None:  # on every path: answered, refused later, failed, stream ended, client gone
-            state.caps.release(flow.held)
+            state.governance.caps.release(flow.held)
             flow.held = None
         if call.governed is None:
             return
         admission, reservation = call.governed
-        pending = state.governor.settle_inline(admission, reservation, call.prompt_tokens, call.completion_tokens,
-                                               call.cost)
+        pending = state.governance.governor.settle_inline(admission, reservation, call.prompt_tokens,
+                                                          call.completion_tokens, call.cost)
         if pending is not None:  # shared counters (Redis) or an alert to send: in the background
             task = asyncio.create_task(pending)
-            state.settling.add(task)
-            task.add_done_callback(state.settling.discard)
+            state.governance.settling.add(task)
+            task.add_done_callback(state.governance.settling.discard)
 
 
 def check_prompt_size(route: RouteConfig, body: dict[str, Any]) -> None:

@@ -54,9 +54,9 @@ async def call_engine(state: AppState, call: CallRecord, req: Any, body: dict[st
     try:
         while (target := attempts.next()) is not None:
             if attempts.panic:
-                state.metrics.panic_requests.labels(route.name).inc()
+                state.observe.metrics.panic_requests.labels(route.name).inc()
             check_context(req, target)
-            if state.governor.policies.limits and state.governor.limits.has_deployment_limits():
+            if state.governance.governor.policies.limits and state.governance.governor.limits.has_deployment_limits():
                 try:
                     await _deployment_limits(state, call, target, body)
                 except RateLimited as exc:  # this deployment is at its own limit: the next one, no breaker penalty
@@ -138,37 +138,38 @@ def judge(state: AppState, call: CallRecord, failed: list[Target], served: bool)
               if not t.runtime.served.by_other_since(key, t.runtime.breaker.clock() - route.breaker.window)}
     for t in blamed.values():
         _failure(state, t)
-    state.metrics.request_failures.labels(route.name, "deployment" if blamed else "request").inc()
+    state.observe.metrics.request_failures.labels(route.name, "deployment" if blamed else "request").inc()
     if blamed or key is None:
         return
-    cooldown = state.callers.failed(route.name, key, route.breaker)
+    cooldown = state.governance.callers.failed(route.name, key, route.breaker)
     if cooldown is not None:
         throttled(state, route.name, key, cooldown)
 
 
 def throttled(state: AppState, route: str, key: str, cooldown: float) -> None:
     """One event per throttle: which key, on which route, for how long."""
-    state.metrics.callers_throttled.labels(route).inc()
+    state.observe.metrics.callers_throttled.labels(route).inc()
     message = (f"key {key}: its requests to {route!r} keep failing upstream while other callers are served; "
                f"429 for {cooldown:.0f}s")
     log.warning(message)
 
     async def emit() -> None:
-        await asyncio.to_thread(state.events.emit, "caller_throttled", key, message,
+        await asyncio.to_thread(state.observe.events.emit, "caller_throttled", key, message,
                                 {"route": route, "cooldown_s": cooldown})
 
     task = asyncio.create_task(emit())
-    state.background.add(task)
-    task.add_done_callback(state.background.discard)
+    state.tasks.background.add(task)
+    task.add_done_callback(state.tasks.background.discard)
 
 
 def _failure(state: AppState, target: Target) -> None:
     target.runtime.breaker.failure()
-    state.rollouts.record(target.route.name, target.deployment.role, False)
+    state.routing.rollouts.record(target.route.name, target.deployment.role, False)
 
 
 async def _deployment_limits(state: AppState, call: CallRecord, target: Target, body: dict[str, Any]) -> None:
-    admission = await state.governor.limits.admit_deployment(target.deployment.name, estimate_prompt_tokens(body))
+    admission = await state.governance.governor.limits.admit_deployment(target.deployment.name,
+                                                                        estimate_prompt_tokens(body))
     if admission is None:
         return
     base, reservation = call.governed or (None, None)
@@ -197,7 +198,7 @@ def end(state: AppState, call: CallRecord, target: Target, started: float, exc: 
         breaker.success()
         target.runtime.served.record(call.principal.key_id if call.principal else None, breaker.clock())
         if call.principal is not None:
-            state.callers.succeeded(target.route.name, call.principal.key_id)
+            state.governance.callers.succeeded(target.route.name, call.principal.key_id)
         outcome = "ok"
     else:
         outcome = exc.code or exc.type
@@ -208,7 +209,7 @@ def end(state: AppState, call: CallRecord, target: Target, started: float, exc: 
             breaker.release()  # the client left: says nothing about the deployment's health
         else:
             breaker.success()  # the upstream answered (e.g. a 400 for a bad request): it is alive
-    state.metrics.attempts.labels(name, outcome).inc()
+    state.observe.metrics.attempts.labels(name, outcome).inc()
     if (span := call.attempt_span) is not None:
         call.attempt_span = None
         attempt_ended(span, call, outcome, exc)

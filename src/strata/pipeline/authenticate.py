@@ -13,5 +13,5 @@ class Authenticate(Stage):
     name = "strata.authenticate"
 
     async def before(self, flow: Flow) -> Response | None:
-        flow.call.principal = await flow.state.auth.authenticate_request(flow.request)
+        flow.call.principal = await flow.state.governance.auth.authenticate_request(flow.request)
         return None

@@ -12,6 +12,7 @@ from starlette.responses import Response
 from strata.gateway.cache import Entry, ExactCache, share, shared_get
 from strata.gateway.semantic import SemanticCache, split, unit
 from strata.pipeline.flow import Flow
+from strata.pipeline.internal import embedder
 from strata.pipeline.stage import Stage
 
 log = logging.getLogger(__name__)
@@ -41,17 +42,17 @@ class Cache(Stage):
         assert route is not None and body is not None and call.principal is not None
         if (flow.request.headers.get("x-strata-cache") == "bypass" or not ExactCache.cacheable(route.cache, body)
                 or (body.get("n") or 1) > 1 or body.get("tools")):  # it stores and replays one text choice
-            state.metrics.cache.labels(route.name, "bypass").inc()
+            state.observe.metrics.cache.labels(route.name, "bypass").inc()
             return None
         call.cache_key = ExactCache.key(route.cache, route.name, call.endpoint, call.principal, body)
-        entry = state.cache.get(call.cache_key)
-        if entry is None and state.shared.remote is not None:
+        entry = state.caches.exact.get(call.cache_key)
+        if entry is None and state.governance.shared.remote is not None:
             entry = await shared_get(state, route.cache, call.cache_key)
         result = "hit" if entry else "miss"
         if entry is None and route.cache.semantic:
             entry = await self._semantic(flow)
             result = "semantic_hit" if entry else "miss"
-        state.metrics.cache.labels(route.name, result).inc()
+        state.observe.metrics.cache.labels(route.name, result).inc()
         if entry is None:
             call.headers = {**(call.headers or {}), "x-strata-cache": "miss"}
             if call.answer is None:
@@ -62,7 +63,7 @@ class Cache(Stage):
         state, call, route, body = flow.state, flow.call, flow.route, flow.body
         assert route is not None and body is not None
         parts = split(body)
-        embed = state.embedder(route.cache.embeddings_route)
+        embed = embedder(state, route.cache.embeddings_route)
         if parts is None or embed is None or call.principal is None:
             return None
         context, text = parts
@@ -75,7 +76,7 @@ class Cache(Stage):
         except Exception as exc:  # no embeddings right now: exact caching only
             log.warning("semantic cache of %s: embeddings unavailable: %s", route.name, exc)
             return None
-        match = state.semantic.lookup(key, vector, text, cfg.similarity)
+        match = state.caches.semantic.lookup(key, vector, text, cfg.similarity)
         if match is None:
             call.semantic = (key, vector, text)
             return None
@@ -86,9 +87,9 @@ class Cache(Stage):
         state, call, target = flow.state, flow.call, flow.target
         if call.status != 200 or call.cache_key is None or call.cached is None or target is None:
             return
-        entry = state.cache.put(target.route.cache, call.cache_key, call.cached, call.cost)
-        if state.shared.remote is not None:  # other replicas may serve it too
+        entry = state.caches.exact.put(target.route.cache, call.cache_key, call.cached, call.cost)
+        if state.governance.shared.remote is not None:  # other replicas may serve it too
             share(state, target.route.cache, call.cache_key, entry)
         if call.semantic is not None:
             key, vector, text = call.semantic
-            state.semantic.put(key, vector, text, entry, target.route.cache.max_entries)
+            state.caches.semantic.put(key, vector, text, entry, target.route.cache.max_entries)

@@ -19,6 +19,7 @@ from starlette.responses import Response
 from strata.guard.apply import Guarding, GuardInvalidOutput, Hit, input_slots, output_slots, rules_for, tool_slots
 from strata.guard.base import Embed, GuardContext
 from strata.pipeline.flow import Flow
+from strata.pipeline.internal import embedder
 from strata.pipeline.stage import Stage
 from strata.routing.router import Attempts, Target
 
@@ -32,7 +33,7 @@ class Guard(Stage):
         rules = rules_for(state.settings.guards, route, call.principal.team if call.principal else None)
         if not rules:
             return None
-        g = call.guard = Guarding(rules, state.metrics)
+        g = call.guard = Guarding(rules, state.observe.metrics)
         embed = _embedder(flow)
         try:
             if g.any("input"):
@@ -49,7 +50,7 @@ class Guard(Stage):
 
 def _embedder(flow: Flow) -> Embed | None:
     """Embeddings through the guards' embeddings route, as internal calls of this request."""
-    embed = flow.state.embedder(flow.state.settings.guards.embeddings_route)
+    embed = embedder(flow.state, flow.state.settings.guards.embeddings_route)
     if embed is None:
         return None
     call = flow.call

@@ -16,6 +16,7 @@ from strata.pipeline.telemetry import internal_span
 
 if TYPE_CHECKING:
     from strata.gateway.state import AppState
+    from strata.routing.complexity import Embed
     from strata.routing.router import Target
 
 
@@ -23,7 +24,7 @@ async def internal(state: AppState, parent: CallRecord | None, route_name: str, 
                    body: dict[str, Any], make: Callable[[Target], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
     """A call a request needed (``parent``) has a ledger row of its own, with ``role`` and that request's id,
     key and tags; one for no request (a shadow's comparison, accounted in the shadow report) has none."""
-    route = state.router.routes.get(route_name)
+    route = state.routing.router.routes.get(route_name)
     if route is None:
         raise NotFound(f"no route {route_name!r} for the gateway's {role} calls")
     rec = CallRecord(parent.request_id if parent is not None else state.new_id(), endpoint, route=route.name)
@@ -34,7 +35,7 @@ async def internal(state: AppState, parent: CallRecord | None, route_name: str, 
         rec.trace, rec.span = parent.trace, span
     target: Target | None = None
     try:
-        target, (result, started) = await call_engine(state, rec, None, body, state.router.attempts(route),
+        target, (result, started) = await call_engine(state, rec, None, body, state.routing.router.attempts(route),
                                                       lambda t: timed(make(t)))
         end(state, rec, target, started)
         rec.take_usage(result.get("usage"))
@@ -58,3 +59,21 @@ async def internal(state: AppState, parent: CallRecord | None, route_name: str, 
             span.set("strata.cost_usd", rec.cost)
             span.set("strata.deployment", rec.deployment)
             span.end(rec.error_type if rec.status != 200 else None)
+
+
+def embedder(state: AppState, route_name: str | None) -> Embed | None:
+    """Embeddings through a route's deployments (e.g. the bundled MiniLM), for scoring and comparing.
+
+    Each call goes through the route's attempts like a client's request (``internal``) and gets a ledger row
+    of role ``embedding``, under the id of the request that needed it (``parent``).
+    """
+    if route_name is None:
+        return None
+
+    async def embed(texts: list[str], parent: CallRecord | None = None) -> list[list[float]]:
+        body: dict[str, Any] = {"model": "", "input": texts}
+        result = await internal(state, parent, route_name, "embedding", "embeddings", body,
+                                lambda t: t.engine.embed(body))
+        return [d["embedding"] for d in sorted(result["data"], key=lambda d: d["index"])]
+
+    return embed

@@ -31,7 +31,7 @@ class Parse(Stage):
         call.tags = parse_tags(request.headers.get("x-strata-tags"))
         call.stream = bool(getattr(req, "stream", False))
         assert call.principal is not None
-        route = state.router.resolve(req.model, call.principal, call.endpoint, body)
+        route = state.routing.router.resolve(req.model, call.principal, call.endpoint, body)
         flow.body, flow.req, flow.route, call.route = body, req, route, route.name
         if route.context.policy != "off" and "messages" in body:
             flow.prompt_limit = _prompt_budget(flow, req)
@@ -42,4 +42,4 @@ def _prompt_budget(flow: Flow, req: Any) -> int | None:
     """The most prompt tokens the route's context policy lets through (see ``gateway.window``)."""
     route = flow.route
     assert route is not None
-    return budget(route.context, route, flow.state.context_window, getattr(req, "output_limit", None))
+    return budget(route.context, route, flow.state.routing.context_window, getattr(req, "output_limit", None))

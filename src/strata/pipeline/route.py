@@ -18,13 +18,13 @@ class Route(Stage):
     async def before(self, flow: Flow) -> Response | None:
         state, call, route, body = flow.state, flow.call, flow.route, flow.body
         assert route is not None and body is not None
-        if route.complexity is not None and (scorer := state.scorers.get(route.name)) is not None:
+        if route.complexity is not None and (scorer := state.routing.scorers.get(route.name)) is not None:
             score = await scorer.score(body, call)
             call.tier, call.route_score = score.tier, score.value
-            state.metrics.route_tier.labels(route.name, score.tier).inc()
+            state.observe.metrics.route_tier.labels(route.name, score.tier).inc()
         affinity = flow.request.headers.get("x-strata-affinity") or call.user
-        flow.attempts = state.router.attempts(route, affinity, call.tier)
-        if flow.surface.shadowed and (mirror_to := state.router.shadow_for(route)) is not None:
+        flow.attempts = state.routing.router.attempts(route, affinity, call.tier)
+        if flow.surface.shadowed and (mirror_to := state.routing.router.shadow_for(route)) is not None:
             flow.shadow = mirror_to, shadow_body(body)
             call.answer = []
         return None

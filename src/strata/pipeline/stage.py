@@ -129,7 +129,7 @@ def _close_trace(flow: Flow) -> None:
     root.end()
     if call.status >= 400:
         root.status, root.message = ERROR, call.error_type
-    flow.state.tracer.finish(call.trace)
+    flow.state.observe.tracer.finish(call.trace)
 
 
 def error_code(exc: BaseException) -> str:

@@ -20,7 +20,7 @@ OPERATIONS = {"chat": "chat", "completion": "text_completion", "embeddings": "em
 
 def begin_trace(state: AppState, request: Request, request_id: str) -> Trace | None:
     """The request's trace, or None; with tracing off the ``traceparent`` header is not even looked up."""
-    tracer = state.tracer
+    tracer = state.observe.tracer
     return tracer.begin(request.headers.get("traceparent"), request_id) if tracer.active else None
 
 

@@ -316,3 +316,14 @@ def portkey_version() -> str | None:
         return None
     node = subprocess.run(["node", "--version"], capture_output=True, text=True, timeout=30, check=False)
     return f"{manifest.get('version')} (node {node.stdout.strip() or '?'})"
+
+
+def cpu_model() -> str | None:
+    """The machine's CPU model (from /proc/cpuinfo), for a benchmark's record."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None

@@ -32,7 +32,7 @@ import urllib.request
 from dataclasses import asdict
 from pathlib import Path
 
-from gateways import BENCH, STRATA_CONFIG, STRATA_KEY, Target, direct_target, fixed_upstream, free_port
+from gateways import BENCH, STRATA_CONFIG, STRATA_KEY, Target, cpu_model, direct_target, fixed_upstream, free_port
 from overhead_load import WARMUP_S, Row, cpu_s, measure, result_row, run_wrk
 from redesign import gateway, mid, with_round, worktree
 
@@ -163,16 +163,6 @@ def guard_findings(base_url: str) -> list[str]:
 def git(*argv: str) -> str:
     out = subprocess.run(["git", "-C", str(REPO), *argv], capture_output=True, text=True, check=True)
     return out.stdout.strip()
-
-
-def cpu_model() -> str | None:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return None
 
 
 if __name__ == "__main__":

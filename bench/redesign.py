@@ -38,6 +38,7 @@ from gateways import (
     STRATA_KEY,
     Target,
     check_chat,
+    cpu_model,
     direct_target,
     fixed_upstream,
     free_port,
@@ -225,7 +226,7 @@ def report(rows: list[Row], args: argparse.Namespace, extra: dict[str, object]) 
         print(f"{k}: {'-' if v is None else f'{v:.3f}'}")
     if args.json_out:
         args.json_out.parent.mkdir(parents=True, exist_ok=True)
-        machine = {"cpus": os.cpu_count(), "python": platform.python_version(), "cpu": _cpu_model()}
+        machine = {"cpus": os.cpu_count(), "python": platform.python_version(), "cpu": cpu_model()}
         args.json_out.write_text(json.dumps({"machine": machine, "baseline": args.baseline,
                                              "after": args.after, "litellm": litellm_version(),
                                              "rounds": args.rounds, "duration_s": args.duration, **extra,
@@ -244,16 +245,6 @@ def _commit(rev: str) -> str:
     out = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", f"{rev}^{{commit}}"], capture_output=True,
                          text=True, check=True)
     return out.stdout.strip()
-
-
-def _cpu_model() -> str | None:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return None
 
 
 if __name__ == "__main__":

@@ -14,15 +14,15 @@ the first time a deployment names that type. Built-in names cannot be taken by a
 from __future__ import annotations
 
 import importlib
-import logging
 from functools import cache
-from importlib.metadata import EntryPoint, entry_points
+from importlib.metadata import EntryPoint
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
 from strata.engines.base import Common, Engine, EngineSpec
 from strata.errors import ConfigError
+from strata.plugins import discover
 
 if TYPE_CHECKING:
     from strata.config.settings import Settings
@@ -35,7 +35,6 @@ BUILTIN: dict[str, tuple[str, str]] = {  # type -> (config model, factory)
     "sentence-transformers": ("strata.config.engines:SentenceTransformersEngineConfig",
                               "strata.engines.local:sentence_transformers_engine"),
 }
-log = logging.getLogger(__name__)
 
 
 class UnknownEngine(ValueError):
@@ -50,13 +49,7 @@ def _load(target: str) -> Any:
 @cache
 def plugins() -> dict[str, EntryPoint]:
     """Installed third-party engine types (read from package metadata once; nothing is imported)."""
-    found: dict[str, EntryPoint] = {}
-    for ep in entry_points(group=GROUP):
-        if ep.name in BUILTIN or ep.name in found:
-            log.warning("engine plugin %s = %s ignored: the type %r is already taken", ep.name, ep.value, ep.name)
-            continue
-        found[ep.name] = ep
-    return found
+    return discover(GROUP, BUILTIN, "engine")
 
 
 def known() -> list[str]:

@@ -8,12 +8,12 @@ that module is not there, a rule naming it is a config error that says so.
 from __future__ import annotations
 
 import importlib
-import logging
 from functools import cache
-from importlib.metadata import EntryPoint, entry_points
+from importlib.metadata import EntryPoint
 from typing import Any
 
 from strata.guard.base import GuardSpec
+from strata.plugins import discover
 
 GROUP = "strata.guards"
 BUILTIN: dict[str, str] = {
@@ -24,7 +24,6 @@ BUILTIN: dict[str, str] = {
     "max_length": "strata.guard.output:MAX_LENGTH",
     "injection": "strata.guard.injection:SPEC",
 }
-log = logging.getLogger(__name__)
 
 
 class UnknownGuard(ValueError):
@@ -33,13 +32,8 @@ class UnknownGuard(ValueError):
 
 @cache
 def plugins() -> dict[str, EntryPoint]:
-    found: dict[str, EntryPoint] = {}
-    for ep in entry_points(group=GROUP):
-        if ep.name in BUILTIN or ep.name in found:
-            log.warning("guard plugin %s = %s ignored: the name %r is taken", ep.name, ep.value, ep.name)
-            continue
-        found[ep.name] = ep
-    return found
+    """Installed third-party detectors (read from package metadata once; nothing is imported)."""
+    return discover(GROUP, BUILTIN, "guard")
 
 
 def known() -> list[str]:

@@ -18,6 +18,7 @@ import asyncio
 import datetime as dt
 import hashlib
 import json
+import logging
 import os
 import platform
 from pathlib import Path
@@ -33,6 +34,8 @@ OUT = Path(__file__).with_name("injection_model.json")
 MODES: tuple[Mode, ...] = ("heuristics", "classifier", "combined")
 FPRS = (0.01, 0.05)
 PENALTIES = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
+
+log = logging.getLogger(__name__)
 
 
 def load_rows(path: Path) -> list[dict[str, Any]]:
@@ -186,13 +189,14 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=13)
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
     if not args.data.exists():
         raise SystemExit(f"no labelled data at {args.data} (deepset/prompt-injections train split)")
     result = train(args.data, args.seed)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
-    print(f"wrote {args.out}: penalty {result['training']['penalty']}, thresholds {result['thresholds']}")
+    log.info("wrote %s: penalty %s, thresholds %s", args.out, result["training"]["penalty"], result["thresholds"])
     for mode, m in result["metrics"]["test"].items():
-        print(f"test {mode:<11} {m}")
+        log.info("test %-11s %s", mode, m)
 
 
 if __name__ == "__main__":

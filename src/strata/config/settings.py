@@ -24,6 +24,7 @@ from pydantic_settings import (
 from strata.config.base import OffOr, Strict
 from strata.engines.config import LlamaCppEngineConfig, SentenceTransformersEngineConfig, SupervisorSettings
 from strata.errors import ConfigError
+from strata.files.config import FilesSettings
 from strata.gateway.config import ServerSettings
 from strata.governance.config import (
     AbuseSettings,
@@ -35,6 +36,9 @@ from strata.governance.config import (
 )
 from strata.guard.config import GuardRule, GuardSettings
 from strata.observe.config import AuditSettings, JournalSettings, LedgerSettings
+from strata.observe.drift.config import DriftSettings
+from strata.observe.metrics_export import MetricsSettings
+from strata.observe.quality.config import QualitySettings
 from strata.observe.tracing import TracingSettings
 from strata.routing.config import (
     BreakerConfig,
@@ -64,6 +68,7 @@ __all__ = [
     "CostAlertSettings",
     "DatabaseSettings",
     "DeploymentConfig",
+    "DriftSettings",
     "GuardRule",
     "GuardSettings",
     "JournalSettings",
@@ -131,10 +136,14 @@ class Settings(BaseSettings):
     budgets: list[BudgetRule] = Field(default_factory=list, description="Spend caps (more at run time: strata budgets)")
     cost_alerts: CostAlertSettings = CostAlertSettings()
     tracing: TracingSettings = TracingSettings()
+    metrics: MetricsSettings = MetricsSettings()
     audit: AuditSettings = AuditSettings()
     guards: GuardSettings = GuardSettings()
     secrets: SecretsSettings = SecretsSettings()
     abuse: AbuseSettings = AbuseSettings()
+    drift: DriftSettings = DriftSettings()
+    quality: QualitySettings = QualitySettings()
+    files: FilesSettings = FilesSettings()
     routes: list[RouteConfig] = Field(default_factory=default_routes, min_length=1)
 
     @model_validator(mode="after")

@@ -20,7 +20,9 @@ from strata.errors import InternalError, InvalidRequest, NotFound, StrataError
 from strata.gateway import (
     admin,
     audit_admin,
+    drift_admin,
     feedback_api,
+    files_api,
     health,
     openai_api,
     openapi,
@@ -38,8 +40,10 @@ log = logging.getLogger(__name__)
 def gateway(state: AppState, lifespan: Callable[[Starlette], AbstractAsyncContextManager[None]],
             loops: LoopRunner) -> Gateway:
     app = Gateway(
-        routes=[*openai_api.routes, *responses.routes, *feedback_api.routes, *admin.routes, *routes_admin.routes,
-                *policies_admin.routes, *traces_admin.routes, *audit_admin.routes, *health.routes, *openapi.routes],
+        routes=[*openai_api.routes, *responses.routes, *feedback_api.routes, *files_api.routes,
+                *admin.routes, *routes_admin.routes,
+                *policies_admin.routes, *traces_admin.routes, *audit_admin.routes,
+                *drift_admin.routes, *health.routes, *openapi.routes],
         lifespan=lifespan,
         exception_handlers={HTTPException: _http_error, StrataError: _strata_error,  # type: ignore[dict-item]
                             Exception: _internal_error},

@@ -44,6 +44,12 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/v1/models"): _INFER,
     ("GET", "/v1/models/{model}"): _INFER,
     ("POST", "/v1/feedback"): _INFER,  # own requests only (admins: any)
+    # OpenAI Files and Vector Stores: every key, within its own team (another team's id is a 404)
+    ("POST", "/v1/files"): _INFER,
+    ("GET", "/v1/files"): _INFER,
+    ("GET", "/v1/files/{file_id}"): _INFER,
+    ("DELETE", "/v1/files/{file_id}"): _INFER,
+    ("GET", "/v1/files/{file_id}/content"): _INFER,
     # keys: admins; team admins manage their teams' keys, never above their own role or scopes
     ("POST", "/admin/keys"): Rule("keys.write", "teams"),
     ("GET", "/admin/keys"): Rule("keys.read", "teams"),
@@ -56,6 +62,12 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/admin/audit"): Rule("audit.read", "global"),
     ("GET", "/admin/audit/verify"): Rule("audit.read", "global"),
     ("GET", "/admin/events"): Rule("events.read"),
+    # drift reports: statistics per route (no text, no team data); baselines change like route settings
+    ("GET", "/admin/drift"): Rule("events.read"),
+    ("GET", "/admin/drift/{route}"): Rule("events.read"),
+    ("GET", "/admin/drift/{route}/baseline"): Rule("events.read"),
+    ("POST", "/admin/drift/{route}/baseline"): Rule("routes.write", "routes"),
+    ("DELETE", "/admin/drift/{route}/baseline"): Rule("routes.write", "routes"),
     ("GET", "/admin/engines"): Rule("engines.read"),
     # routes and rollouts
     ("GET", "/admin/routes"): Rule("routes.read"),

@@ -67,6 +67,13 @@ OPERATIONS: dict[tuple[str, str], Op] = {
     ("GET", "/v1/models/{model}"): Op("Retrieve one route", "inference", "key", response="Model"),
     ("POST", "/v1/feedback"): Op("Score a request you made, by its X-Request-Id", "inference", "key",
                                  "FeedbackRequest"),
+    ("POST", "/v1/files"): Op("Upload a file (multipart/form-data: file, purpose)", "files", "key", "upload",
+                              "File", statuses={"413": "File too large"}),
+    ("GET", "/v1/files"): Op("List this team's files", "files", "key", response="List",
+                             query=("purpose", "limit", "after", "order")),
+    ("GET", "/v1/files/{file_id}"): Op("Retrieve a file", "files", "key", response="File"),
+    ("DELETE", "/v1/files/{file_id}"): Op("Delete a file", "files", "key"),
+    ("GET", "/v1/files/{file_id}/content"): Op("Download a file's content", "files", "key", response="bytes"),
     ("POST", "/admin/keys"): Op("Create a key (the secret is shown once)", "keys", body="CreateKey"),
     ("GET", "/admin/keys"): Op("List keys", "keys", response="List"),
     ("DELETE", "/admin/keys/{key_id}"): Op("Revoke a key", "keys"),
@@ -114,7 +121,11 @@ _QUERY = {"by": "Group by (team, key, route, model, tag:NAME …)", "since": "A 
           "kind": "Event kind", "subject": "Event subject or rule subject", "scope": "Rule scope",
           "period": "Budget period (day, week, month)", "route": "Only this route",
           "status": "Only this HTTP status", "limit": "At most this many (1 to 1000)",
-          "action": "Only entries of this action (key.create, route.canary_rollback, limit.set …)"}
+          "action": "Only entries of this action (key.create, route.canary_rollback, limit.set …)",
+          "purpose": "Only files of this purpose", "after": "The id after which the page starts (a cursor)",
+          "order": "asc or desc (by creation)", "filter": "Only files of this status"}
+_UPLOAD = {"type": "object", "required": ["file", "purpose"],
+           "properties": {"file": {"type": "string", "format": "binary"}, "purpose": {"type": "string"}}}
 
 
 def operations(routes: Iterable[BaseRoute]) -> list[tuple[str, str]]:
@@ -155,7 +166,9 @@ def _operation(method: str, path: str, op: Op) -> dict[str, Any]:
                 "description": _QUERY[n], "schema": {"type": "string"}} for n in op.query]
     if params:
         out["parameters"] = params
-    if op.body:
+    if op.body == "upload":
+        out["requestBody"] = {"required": True, "content": {"multipart/form-data": {"schema": _UPLOAD}}}
+    elif op.body:
         out["requestBody"] = {"required": op.body != "reason",
                               "content": {"application/json": {"schema": _body_schema(op.body)}}}
     out["responses"] = _responses(op)
@@ -188,6 +201,8 @@ def _responses(op: Op) -> dict[str, Any]:
     error = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
     if op.response == "text":
         ok: dict[str, Any] = {"text/plain": {"schema": {"type": "string"}}}
+    elif op.response == "bytes":
+        ok = {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}
     else:
         ok = {"application/json": {"schema": {"$ref": f"#/components/schemas/{op.response}"}}}
     if op.stream:
@@ -238,6 +253,7 @@ _RESPONSES: dict[str, Any] = {
         "embedding", index=_INT, embedding={"oneOf": [{"type": "array", "items": {"type": "number"}}, _STR]})}),
     "Response": _obj("response", id=_STR, created_at=_INT, status=_STR, model=_STR, usage={"type": ["object", "null"]},
                      output={"type": "array", "items": {"type": "object"}}),
+    "File": _obj("file", id=_STR, bytes=_INT, created_at=_INT, filename=_STR, purpose=_STR),
     "Model": _obj("model", id=_STR, created=_INT, owned_by=_STR),
     "ModelList": _obj("list", data={"type": "array", "items": {"$ref": "#/components/schemas/Model"}}),
 }

@@ -11,10 +11,12 @@ import asyncio
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy import Engine as DbEngine
 
 from strata.config.settings import Settings
+from strata.files.store import FileStore
 from strata.gateway.cache import ExactCache
 from strata.gateway.semantic import SemanticCache
 from strata.governance.service import Governance
@@ -49,3 +51,5 @@ class AppState:
     tasks: Tasks = field(default_factory=Tasks)
     new_id: RequestIds = field(default_factory=RequestIds)
     started_at: float = field(default_factory=time.time)
+    files: FileStore | None = None  # OpenAI Files (``files``)
+    vector_stores: Any = None  # gateway.vector_stores.VectorStores: OpenAI vector stores over RAG collections

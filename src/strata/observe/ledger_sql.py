@@ -18,7 +18,7 @@ from sqlalchemy import Connection
 from strata.store.tables import LedgerRow
 
 COLUMNS = [c.name for c in LedgerRow.__table__.columns if c.name != "id"]
-JSON_COLUMNS = {"tags", "attempts", "guard"}
+JSON_COLUMNS = {"tags", "attempts", "guard", "rag"}
 MAX_ROWS_PER_STATEMENT = 256
 
 
@@ -51,10 +51,10 @@ def _encoder(dialect: str) -> tuple[Callable[[dict[str, Any]], list[Any]], str]:
     convert: dict[str, Callable[[Any], Any]]
     if dialect == "sqlite":
         convert = {"started_at": _sqlite_time, "finished_at": _sqlite_time, "tags": json, "attempts": json,
-                   "guard": json, "stream": int}
+                   "guard": json, "rag": json, "stream": int}
         placeholder = "(" + ",".join("?" for _ in COLUMNS) + ")"
     else:
-        convert = {"tags": json, "attempts": json, "guard": json}
+        convert = {"tags": json, "attempts": json, "guard": json, "rag": json}
         placeholder = "(" + ",".join("CAST(%s AS JSON)" if c in JSON_COLUMNS else "%s" for c in COLUMNS) + ")"
 
     def encode(row: dict[str, Any]) -> list[Any]:

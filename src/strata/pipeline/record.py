@@ -80,6 +80,7 @@ class CallRecord:
     attempt_span: Any = None  # the span of the engine attempt in flight
     served_span: Any = None  # the span of the attempt that answered
     guard: Any = None  # guard.apply.Guarding: the request's guard rules and what they found
+    rag: dict[str, Any] | None = None  # the chunks retrieval injected (``pipeline.retrieve``), for the ledger row
 
     @property
     def answer_text(self) -> str | None:
@@ -151,4 +152,5 @@ class CallRecord:
             "cached_tokens": self.cached_tokens,
             "trace_id": self.trace.hex_id if self.trace is not None else None,
             "guard": self.guard.ledger() if self.guard is not None else None,
+            "rag": self.rag,
         }

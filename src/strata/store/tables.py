@@ -74,6 +74,7 @@ class LedgerRow(Base):
     cached_tokens: Mapped[int | None] = mapped_column(Integer, nullable=True)  # prompt tokens from the engine's cache
     trace_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)  # its trace (hex), if traced
     guard: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, nullable=True)  # guard findings (no text)
+    rag: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)  # chunks a RAG request used (no text)
 
     __table_args__ = (
         Index("ix_ledger_started_at", "started_at"),

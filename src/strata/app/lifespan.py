@@ -54,6 +54,8 @@ async def shutdown(state: AppState, loops: LoopRunner) -> None:
     await asyncio.gather(*state.governance.settling, return_exceptions=True)  # budgets settle before we stop
     await state.governance.shared.close()
     await state.observe.ledger.close()
+    if state.observe.metrics_exporter is not None:
+        await state.observe.metrics_exporter.close()  # the final totals go out too
     if state.observe.tracer.exporter is not None:
         await asyncio.to_thread(state.observe.tracer.exporter.close)  # the traces of the last requests go out too
     await asyncio.gather(*(e.close() for e in state.routing.engines.values()), return_exceptions=True)

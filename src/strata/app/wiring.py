@@ -19,8 +19,10 @@ from starlette.applications import Starlette
 from strata.app.lifespan import lifespan
 from strata.app.loops import LoopRunner
 from strata.config.settings import Settings
+from strata.data.service import DataService
 from strata.engines.base import Engine, EngineHealth
 from strata.engines.registry import build_engine
+from strata.evals.gates import Gates
 from strata.errors import ConfigError
 from strata.files.store import FileStore
 from strata.gateway import routes_admin
@@ -43,6 +45,9 @@ from strata.observe.quality.sampler import QualitySampler
 from strata.observe.service import Observe
 from strata.observe.tracing import TraceExporter, Tracer, TraceSink
 from strata.pipeline.internal import embedder
+from strata.registry import rollout as registry_rollout
+from strata.registry.resolve import resolved
+from strata.registry.store import BUNDLED_MODELS, RegistryStore
 from strata.routing.breaker import CLOSED
 from strata.routing.changes import RouteChangeStore, apply_overrides
 from strata.routing.config import RouteConfig
@@ -67,7 +72,10 @@ def build_state(settings: Settings) -> AppState:
     secrets = SecretStore(db, Keyring.at_start(settings.secrets, settings.data_dir))
     route_changes = RouteChangeStore(db, secrets)
     routes = apply_overrides(settings.routes, route_changes.overrides())
-    engines: dict[str, Engine] = {d.name: build_engine(d, settings) for r in routes for d in r.deployments}
+    if settings.registry.register_bundled:
+        RegistryStore(db).register_bundled(BUNDLED_MODELS)
+    engines: dict[str, Engine] = {d.name: build_engine(resolved(db, d), settings) for r in routes
+                                  for d in r.deployments}
     keys = KeyStore(db)
     admin_secret = settings.admin_key.get_secret_value() if settings.admin_key else None
     auth = Authenticator(keys, admin_secret)
@@ -93,12 +101,15 @@ def build_state(settings: Settings) -> AppState:
     routing = Routing(router=router, engines=engines, route_changes=route_changes, rollouts=rollouts, health=health)
     observe.metrics_exporter = _metrics_exporter(settings, metrics, lambda: routing.engines)
     state = AppState(settings=settings, db=db, governance=governance, routing=routing, observe=observe,
-                     files=FileStore(db, settings.files, settings.data_dir))
+                     files=FileStore(db, settings.files, settings.data_dir),
+                     data=DataService(db, settings.data, settings.data_dir))
 
     async def apply(old: RouteConfig, new: RouteConfig, action: str, actor: str, reason: str) -> None:
+        new = await registry_rollout.on_route_change(state, old, new, action, actor)  # alias moves on promotion
         await routes_admin.apply_change(state, actor, old, new, action, reason=reason)
 
     rollouts.apply = apply
+    rollouts.gate = Gates(settings.evals.gates, db, audit).on_rollout
     auth.lockout = AuthLockout(settings.abuse, _lockout_reporter(state))
     routing.refresh_scorers(partial(embedder, state))
     routing.seen_change = route_changes.version()

@@ -22,8 +22,10 @@ from pydantic_settings import (
 )
 
 from strata.config.base import OffOr, Strict
+from strata.data.config import DataSettings
 from strata.engines.config import LlamaCppEngineConfig, SentenceTransformersEngineConfig, SupervisorSettings
 from strata.errors import ConfigError
+from strata.evals.config import EvalSettings
 from strata.files.config import FilesSettings
 from strata.gateway.config import ServerSettings
 from strata.governance.config import (
@@ -40,6 +42,7 @@ from strata.observe.drift.config import DriftSettings
 from strata.observe.metrics_export import MetricsSettings
 from strata.observe.quality.config import QualitySettings
 from strata.observe.tracing import TracingSettings
+from strata.registry.config import RegistrySettings
 from strata.routing.config import (
     BreakerConfig,
     CacheConfig,
@@ -144,6 +147,9 @@ class Settings(BaseSettings):
     drift: DriftSettings = DriftSettings()
     quality: QualitySettings = QualitySettings()
     files: FilesSettings = FilesSettings()
+    data: DataSettings = DataSettings()
+    registry: RegistrySettings = RegistrySettings()
+    evals: EvalSettings = EvalSettings()
     routes: list[RouteConfig] = Field(default_factory=default_routes, min_length=1)
 
     @model_validator(mode="after")

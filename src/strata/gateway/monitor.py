@@ -40,6 +40,11 @@ def control_loops(state: AppState) -> list[Loop]:
     ]
     if s.cost_alerts.enabled:
         loops.append(Loop("cost-alerts", lambda: watch_costs(state), s.cost_alerts.interval))
+    if state.observe.drift is not None:
+        loops.extend(state.observe.drift.loops())  # drift-samples (embed, write), drift-check (reports)
+    if state.observe.metrics_exporter is not None:
+        loops.append(Loop("otlp-metrics", state.observe.metrics_exporter.step, s.metrics.export_interval,
+                          delay_first=True))
     return loops
 
 

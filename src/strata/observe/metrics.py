@@ -11,6 +11,7 @@ in ``_total``, units are in the name in base units (``_seconds``, ``_usd``, ``_t
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.metrics_core import Metric
@@ -19,6 +20,8 @@ from prometheus_client.registry import Collector
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 TOKEN_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 1, 2.5)
 LOOP_STEP_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 1.5, 2, 5, 10, 30, 60)
+QUALITY_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576)  # OTel GenAI's advice, to 1M
 
 
 class Metrics:
@@ -38,6 +41,12 @@ class Metrics:
                                      registry=r)
         self.cached_tokens = Counter("strata_cached_prompt_tokens_total", "Prompt tokens the engine served from its "
                                      "prompt cache", ["route", "deployment", "team"], registry=r)
+        self.request_tokens = Histogram("strata_request_tokens", "Tokens per request, by token_type (input, "
+                                        "output) and GenAI operation (chat, text_completion, embeddings): "
+                                        "gen_ai.client.token.usage", ["route", "deployment", "operation",
+                                                                      "token_type"], buckets=TOKEN_BUCKETS,
+                                        registry=r)
+        self._token_children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
         self.cost = Counter("strata_cost_usd_total", "Cost in USD", ["route", "deployment", "team"], registry=r)
         self.in_flight = Gauge("strata_requests_in_flight", "Requests being served", ["route"], registry=r)
         self.engine_up = Gauge("strata_engine_up", "1 when the deployment's engine is ready", ["deployment"],
@@ -70,6 +79,8 @@ class Metrics:
                                       "queue was full", registry=r)
         self.trace_export_failures = Counter("strata_trace_export_failures_total", "Spans an OTLP export gave up "
                                              "on after its retries", registry=r)
+        self.metrics_export_failures = Counter("strata_metrics_export_failures_total", "OTLP metric exports that "
+                                               "failed (the next one carries the totals)", registry=r)
         self.limited = Counter("strata_rate_limited_total", "Requests refused by a rate limit or budget",
                                ["scope", "kind"], registry=r)
         self.guard_findings = Counter("strata_guard_findings_total", "Guard findings, by guard, action and where "
@@ -96,6 +107,34 @@ class Metrics:
                                    "goes on at its next interval)", ["loop"], registry=r)
         self.loop_restarts = Counter("strata_loop_restarts_total", "Control-loop tasks that died and were "
                                      "restarted", ["loop"], registry=r)
+        self.quality_score = Histogram("strata_quality_score", "Online quality scores of sampled answers (0..1, "
+                                       "higher is better), by scorer", ["route", "deployment", "scorer"],
+                                       buckets=QUALITY_BUCKETS, registry=r)
+        self.quality_samples = Counter("strata_quality_samples_total", "Answers picked for quality scoring, by "
+                                       "outcome (scored, skipped_busy, failed)", ["route", "outcome"], registry=r)
+        self.drift_statistic = Gauge("strata_drift_statistic", "Drift effect size of a signal at the last check "
+                                     "(MMD², KS distance, rate difference or Cramér's V)", ["route", "signal"],
+                                     registry=r)
+        self.drift_p_value = Gauge("strata_drift_p_value", "Drift p-value of a signal at the last check (Holm-"
+                                   "corrected across the route's signals)", ["route", "signal"], registry=r)
+        self.drift_detected = Gauge("strata_drift_detected", "1 when the last check flagged the signal (corrected "
+                                    "p-value below alpha and effect at least the minimum)", ["route", "signal"],
+                                    registry=r)
+        self.drift_checks = Counter("strata_drift_checks_total", "Drift checks by outcome (ok, drift, "
+                                    "insufficient_data, failed)", ["route", "outcome"], registry=r)
+        self.drift_samples = Counter("strata_drift_samples_total", "Requests observed for drift, by outcome "
+                                     "(sampled, embedding_failed, dropped_busy)", ["route", "outcome"], registry=r)
+
+    def token_usage(self, route: str, deployment: str, operation: str) -> tuple[Any, Any]:
+        """The (input, output) children of ``strata_request_tokens``, looked up once per label set (the
+        library's ``labels()`` costs as much as the observation; label sets are bounded by the config)."""
+        key = (route, deployment, operation)
+        found = self._token_children.get(key)
+        if found is None:
+            h = self.request_tokens
+            found = self._token_children[key] = (h.labels(route, deployment, operation, "input"),
+                                                 h.labels(route, deployment, operation, "output"))
+        return found
 
     def render(self) -> bytes:
         """The text exposition, without the ``_created`` series prometheus_client adds to counters and

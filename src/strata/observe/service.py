@@ -4,12 +4,18 @@ the audit trail."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from strata.observe.audit import AuditLog
 from strata.observe.events import EventStore
 from strata.observe.ledger import LedgerWriter
 from strata.observe.metrics import Metrics
+from strata.observe.metrics_export import MetricsExporter
 from strata.observe.tracing import Tracer, TracingSettings
+
+if TYPE_CHECKING:
+    from strata.observe.drift.monitor import DriftMonitor
+    from strata.observe.quality.sampler import QualitySampler
 
 
 @dataclass
@@ -19,3 +25,6 @@ class Observe:
     events: EventStore
     audit: AuditLog  # the tamper-evident trail of admin changes: ``await state.observe.audit.record(…)``
     tracer: Tracer = field(default_factory=lambda: Tracer(TracingSettings(enabled=False), None))
+    drift: DriftMonitor | None = None  # drift detection (``observe.drift``), when ``drift.enabled``
+    metrics_exporter: MetricsExporter | None = None  # OTLP metrics (``observe.metrics_export``), when configured
+    quality: QualitySampler | None = None  # online quality sampling (``observe.quality``)

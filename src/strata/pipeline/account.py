@@ -16,6 +16,8 @@ if TYPE_CHECKING:
     from strata.gateway.state import AppState
     from strata.routing.router import Target
 
+OPERATIONS = {"completion": "text_completion"}  # call.endpoint -> gen_ai.operation.name (chat, embeddings: same)
+
 
 class Account(Stage):
     name = "strata.account"
@@ -40,10 +42,14 @@ def account(state: AppState, call: CallRecord, target: Target | None) -> None:
     if call.admitted:
         m.in_flight.labels(route).dec()
         m.duration.labels(route, deployment).observe(finished - call.started)
-        if call.prompt_tokens:
-            m.input_tokens.labels(route, deployment, team).inc(call.prompt_tokens)
-        if call.completion_tokens:
-            m.output_tokens.labels(route, deployment, team).inc(call.completion_tokens)
+        if call.prompt_tokens or call.completion_tokens:
+            per_input, per_output = m.token_usage(route, deployment, OPERATIONS.get(call.endpoint, call.endpoint))
+            if call.prompt_tokens:
+                m.input_tokens.labels(route, deployment, team).inc(call.prompt_tokens)
+                per_input.observe(call.prompt_tokens)
+            if call.completion_tokens:
+                m.output_tokens.labels(route, deployment, team).inc(call.completion_tokens)
+                per_output.observe(call.completion_tokens)
         if call.cached_tokens:
             m.cached_tokens.labels(route, deployment, team).inc(call.cached_tokens)
         if call.cost:

@@ -6,6 +6,7 @@ import typer
 
 from strata import __version__
 from strata.cli import audit, cost, deploy, keys, policies, routes, secrets, traces
+from strata.cli import datasets as datasets_cli
 from strata.cli.up import up
 from strata.cli.usage import usage
 
@@ -23,6 +24,8 @@ app.add_typer(cost.app, name="cost")
 app.add_typer(traces.app, name="traces")
 app.add_typer(audit.app, name="audit")
 app.add_typer(secrets.app, name="secrets")
+app.add_typer(datasets_cli.app, name="datasets")
+app.add_typer(datasets_cli.pipelines_app, name="pipelines")
 
 
 @app.command("version")

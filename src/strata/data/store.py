@@ -150,8 +150,9 @@ class DatasetStore:
         _unique_ids(items)
         digest = version_hash(items)
         ds = self.create_dataset(team, name, description, actor)
-        if status == PUBLISHED and ds.latest_hash == digest:
-            return self.get_version(team, name, str(ds.latest)), False
+        same = self._same_as_newest(ds, digest, status)
+        if same is not None:
+            return same, False
         blob = f"versions/{ds.id}/{digest}.jsonl"
         self.blobs.write_records(blob, items)
         with self.db.begin() as conn:
@@ -169,6 +170,15 @@ class DatasetStore:
         log.info("dataset %s/%s: version %d (%s, %d records, %s)", team, name, number, digest[:12], len(items),
                  status)
         return self.get_version(team, name, str(number), include_rejected=True), True
+
+    def _same_as_newest(self, ds: DatasetInfo, digest: str, status: str) -> DatasetVersion | None:
+        """The newest published version (or, for a rejected one, the newest version) if it has this content."""
+        q = select(VersionRow).where(VersionRow.dataset_id == ds.id).order_by(VersionRow.number.desc()).limit(1)
+        if status == PUBLISHED:
+            q = q.where(VersionRow.status == PUBLISHED)
+        with Session(self.db) as conn:
+            row = conn.scalars(q).first()
+        return _version(row, ds) if row is not None and row.content_hash == digest and row.status == status else None
 
     def get_version(self, team: str, name_or_id: str, version: str | int | None = None,
                     include_rejected: bool = False) -> DatasetVersion:

@@ -20,6 +20,7 @@ from strata.errors import InternalError, InvalidRequest, NotFound, StrataError
 from strata.gateway import (
     admin,
     audit_admin,
+    datasets_admin,
     drift_admin,
     feedback_api,
     files_api,
@@ -42,7 +43,7 @@ def gateway(state: AppState, lifespan: Callable[[Starlette], AbstractAsyncContex
     app = Gateway(
         routes=[*openai_api.routes, *responses.routes, *feedback_api.routes, *files_api.routes,
                 *admin.routes, *routes_admin.routes,
-                *policies_admin.routes, *traces_admin.routes, *audit_admin.routes,
+                *policies_admin.routes, *traces_admin.routes, *audit_admin.routes, *datasets_admin.routes,
                 *drift_admin.routes, *health.routes, *openapi.routes],
         lifespan=lifespan,
         exception_handlers={HTTPException: _http_error, StrataError: _strata_error,  # type: ignore[dict-item]

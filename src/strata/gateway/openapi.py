@@ -24,6 +24,7 @@ from starlette.routing import BaseRoute, Route
 
 from strata.gateway.admin import CreateKey
 from strata.gateway.authz import RULES
+from strata.gateway.datasets_admin import CreateDataset, RunPipeline
 from strata.gateway.feedback_api import FeedbackRequest
 from strata.gateway.responses import ResponsesRequest
 from strata.gateway.schemas import ChatRequest, CompletionRequest, EmbeddingRequest
@@ -32,7 +33,8 @@ from strata.governance.roles import PERMISSIONS, ROLES
 from strata.routing.config import DeploymentConfig, RouteConfig
 
 MODELS: list[type[BaseModel]] = [ChatRequest, CompletionRequest, EmbeddingRequest, ResponsesRequest, FeedbackRequest,
-                                 CreateKey, LimitRule, BudgetRule, RouteConfig, DeploymentConfig]
+                                 CreateKey, LimitRule, BudgetRule, RouteConfig, DeploymentConfig, CreateDataset,
+                                 RunPipeline]
 ERROR_STATUSES = {"400": "Invalid request", "401": "Missing or invalid key", "403": "Not allowed for this key",
                   "404": "Not found", "413": "Request body too large", "429": "Rate limit or budget exceeded"}
 UPSTREAM_STATUSES = {"502": "The engine failed", "503": "No deployment available", "504": "The engine timed out"}
@@ -97,6 +99,24 @@ OPERATIONS: dict[tuple[str, str], Op] = {
     ("GET", "/admin/traces"): Op("Recent traces of this gateway process", "traces",
                                  query=("route", "status", "limit"), response="List"),
     ("GET", "/admin/traces/{trace_id}"): Op("One trace's span tree, by trace id or request id", "traces"),
+    ("GET", "/admin/datasets"): Op("List datasets of the key's teams (or one team)", "datasets", query=("team",),
+                                   response="List"),
+    ("POST", "/admin/datasets"): Op("Create a dataset version from records or captured ledger traffic", "datasets",
+                                    body="CreateDataset"),
+    ("GET", "/admin/datasets/{name}"): Op("A dataset and its versions", "datasets", query=("team",)),
+    ("GET", "/admin/datasets/{name}/diff"): Op("Records added, removed and changed between two versions",
+                                               "datasets", query=("team", "from", "to")),
+    ("GET", "/admin/datasets/{name}/versions/{version}"): Op("One version (number, latest or hash prefix)",
+                                                             "datasets", query=("team",)),
+    ("GET", "/admin/datasets/{name}/versions/{version}/records"): Op("A page of a version's records", "datasets",
+                                                                     query=("team", "offset", "limit"),
+                                                                     response="List"),
+    ("GET", "/admin/pipelines/runs"): Op("Pipeline runs of the key's teams", "datasets", query=("team",),
+                                         response="List"),
+    ("POST", "/admin/pipelines/runs"): Op("Run a pipeline over a dataset version; failing checks reject it",
+                                          "datasets", body="RunPipeline"),
+    ("GET", "/admin/pipelines/runs/{run_id}"): Op("One pipeline run: steps, cache hits, checks", "datasets"),
+    **_lifecycle_ops(),
     ("GET", "/admin/audit"): Op("The audit log, newest first", "audit", query=("since", "action", "limit"),
                                 response="List"),
     ("GET", "/admin/audit/verify"): Op("Verify the audit log's hash chain; names the first bad entry", "audit"),
@@ -122,7 +142,10 @@ _QUERY = {"by": "Group by (team, key, route, model, tag:NAME …)", "since": "A 
           "period": "Budget period (day, week, month)", "route": "Only this route",
           "status": "Only this HTTP status", "limit": "At most this many (1 to 1000)",
           "action": "Only entries of this action (key.create, route.canary_rollback, limit.set …)",
-          "purpose": "Only files of this purpose", "after": "The id after which the page starts (a cursor)",
+          "purpose": "Only files of this purpose",
+          "team": "The team (default: the key's team)", "offset": "Skip this many records",
+          "from": "The older version (number or hash prefix)", "to": "The newer version (number or hash prefix)",
+          "after": "The id after which the page starts (a cursor)",
           "order": "asc or desc (by creation)", "filter": "Only files of this status"}
 _UPLOAD = {"type": "object", "required": ["file", "purpose"],
            "properties": {"file": {"type": "string", "format": "binary"}, "purpose": {"type": "string"}}}

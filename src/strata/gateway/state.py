@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import Engine as DbEngine
 
 from strata.config.settings import Settings
+from strata.data.service import DataService
 from strata.files.store import FileStore
 from strata.gateway.cache import ExactCache
 from strata.gateway.semantic import SemanticCache
@@ -52,4 +53,5 @@ class AppState:
     new_id: RequestIds = field(default_factory=RequestIds)
     started_at: float = field(default_factory=time.time)
     files: FileStore | None = None  # OpenAI Files (``files``)
+    data: DataService | None = None  # datasets, pipelines, lineage (``data``)
     vector_stores: Any = None  # gateway.vector_stores.VectorStores: OpenAI vector stores over RAG collections

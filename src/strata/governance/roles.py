@@ -24,6 +24,9 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "operator": frozenset({INFERENCE, "usage.read", "events.read", "rollouts.read", "rollouts.write", "routes.read",
                            "routes.write", "engines.read"}),
 }
+# datasets and pipelines (strata.data): analysts read, operators write
+PERMISSIONS["analyst"] |= {"datasets.read"}
+PERMISSIONS["operator"] |= {"datasets.read", "datasets.write"}
 ALL_PERMISSIONS = frozenset({
     *(p for perms in PERMISSIONS.values() for p in perms), "keys.read", "keys.write", "policies.read",
     "policies.write"})

@@ -46,8 +46,21 @@ async def startup(state: AppState, loops: LoopRunner) -> None:
     gc.freeze()  # startup objects (modules, config, tables) never become garbage: keep them out of GC passes
 
 
+async def _last_alerts(state: AppState) -> None:
+    """Events of the last moments still go out (one bounded try), then the forwarder's client closes."""
+    forwarder = state.observe.alerts
+    if forwarder is None:
+        return
+    try:
+        await asyncio.wait_for(forwarder.step(), state.settings.alerts.timeout)
+    except (TimeoutError, OSError):
+        log.warning("alerts: the last events were not forwarded before shutdown")
+    await forwarder.close()
+
+
 async def shutdown(state: AppState, loops: LoopRunner) -> None:
     await loops.stop()
+    await _last_alerts(state)
     for task in [*state.tasks.drains, *state.tasks.background]:
         task.cancel()
     await asyncio.gather(*state.tasks.drains, *state.tasks.background, return_exceptions=True)

@@ -10,8 +10,9 @@ import asyncio
 import errno
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from functools import partial
+from typing import Any
 
 from sqlalchemy import Engine as DbEngine
 from starlette.applications import Starlette
@@ -22,19 +23,21 @@ from strata.config.settings import Settings
 from strata.data.service import DataService
 from strata.engines.base import Engine, EngineHealth
 from strata.engines.registry import build_engine
-from strata.evals.gates import Gates
 from strata.errors import ConfigError
+from strata.evals.gates import Gates
 from strata.files.store import FileStore
+from strata.files.vector_stores import VectorStores
 from strata.gateway import routes_admin
 from strata.gateway.app import gateway
 from strata.gateway.state import AppState
 from strata.governance.abuse import AuthLockout
 from strata.governance.auth import Authenticator
 from strata.governance.governor import Governor
-from strata.governance.keys import KeyStore
+from strata.governance.keys import KeyStore, Principal
 from strata.governance.policies import PolicyStore
 from strata.governance.secrets import Keyring, SecretStore
 from strata.governance.service import Governance
+from strata.observe.alerts import AlertForwarder, resolve_headers
 from strata.observe.audit import audit_log
 from strata.observe.events import EventStore
 from strata.observe.journal import Journal
@@ -45,6 +48,7 @@ from strata.observe.quality.sampler import QualitySampler
 from strata.observe.service import Observe
 from strata.observe.tracing import TraceExporter, Tracer, TraceSink
 from strata.pipeline.internal import embedder
+from strata.pipeline.record import CallRecord
 from strata.registry import rollout as registry_rollout
 from strata.registry.resolve import resolved
 from strata.registry.store import BUNDLED_MODELS, RegistryStore
@@ -97,7 +101,7 @@ def build_state(settings: Settings) -> AppState:
     governance = Governance(keys=keys, auth=auth, policies=policies,
                             governor=Governor(shared, policies, db, events.emit), shared=shared)
     observe = Observe(metrics=metrics, ledger=ledger, events=events, audit=audit,
-                      tracer=_tracer(settings, db, metrics))
+                      tracer=_tracer(settings, db, metrics), alerts=_alerts(settings, events, secrets, metrics))
     routing = Routing(router=router, engines=engines, route_changes=route_changes, rollouts=rollouts, health=health)
     observe.metrics_exporter = _metrics_exporter(settings, metrics, lambda: routing.engines)
     state = AppState(settings=settings, db=db, governance=governance, routing=routing, observe=observe,
@@ -113,6 +117,10 @@ def build_state(settings: Settings) -> AppState:
     auth.lockout = AuthLockout(settings.abuse, _lockout_reporter(state))
     routing.refresh_scorers(partial(embedder, state))
     routing.seen_change = route_changes.version()
+    try:
+        state.vector_stores = _vector_stores(state)
+    except NotImplementedError:  # until rag.RagService lands (issue 10, RG): vector stores answer 404
+        log.warning("RAG service not available yet: /v1/vector_stores and rag: routes are off")
     observe.quality = QualitySampler(state, settings.quality)
     observe.quality.check(routes)
     if settings.drift.enabled:
@@ -120,6 +128,46 @@ def build_state(settings: Settings) -> AppState:
 
         observe.drift = build_monitor(state)
     return state
+
+
+def _vector_stores(state: AppState) -> VectorStores:
+    """RAG collections (``rag.RagService``, embedding through the ``rag.embeddings_route`` as accounted internal
+    calls) behind OpenAI's vector stores; lineage edges in DS's graph (``data.lineage``)."""
+    from strata.data.lineage import Lineage
+    from strata.rag.service import RagService
+
+    settings = state.settings
+    embed = embedder(state, settings.rag.embeddings_route)
+    assert embed is not None
+    lineage = Lineage(state.db)
+    rag = RagService(state.db, settings.rag, settings.data_dir, embed, lineage=lineage)
+    assert state.files is not None
+
+    def spawn(work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(work)
+        state.tasks.background.add(task)
+        task.add_done_callback(state.tasks.background.discard)
+        return task
+
+    def ingest_record(team: str, key_id: str | None, file_id: str) -> CallRecord:
+        """The parent of a file's embedding calls: their ledger rows are the team's, under ``ingest-<file>``."""
+        rec = CallRecord(f"ingest-{file_id}", "vector_stores.files")
+        rec.principal = Principal(key_id=key_id or "-", name="ingest", team=team, allowed_routes=None,
+                                  is_admin=False)
+        return rec
+
+    return VectorStores(state.db, state.files, rag, spawn, ingest_record, lineage)
+
+
+def _alerts(settings: Settings, events: EventStore, secrets: SecretStore, metrics: Metrics) -> AlertForwarder | None:
+    """Operator events forwarded to ``alerts.webhook_url`` (``observe.alerts``); header references resolved now,
+    so a missing one stops the start."""
+    cfg = settings.alerts
+    if not cfg.webhook_url:
+        return None
+    forwarder = AlertForwarder(cfg, metrics, resolve_headers(cfg, secrets.get))
+    events.forward = forwarder.offer
+    return forwarder
 
 
 def _lockout_reporter(state: AppState) -> Callable[[str, int], None]:

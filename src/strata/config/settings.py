@@ -27,6 +27,7 @@ from strata.engines.config import LlamaCppEngineConfig, SentenceTransformersEngi
 from strata.errors import ConfigError
 from strata.evals.config import EvalSettings
 from strata.files.config import FilesSettings
+from strata.rag.config import RagSettings
 from strata.gateway.config import ServerSettings
 from strata.governance.config import (
     AbuseSettings,
@@ -37,7 +38,7 @@ from strata.governance.config import (
     SecretsSettings,
 )
 from strata.guard.config import GuardRule, GuardSettings
-from strata.observe.config import AuditSettings, JournalSettings, LedgerSettings
+from strata.observe.config import AlertSettings, AuditSettings, JournalSettings, LedgerSettings
 from strata.observe.drift.config import DriftSettings
 from strata.observe.metrics_export import MetricsSettings
 from strata.observe.quality.config import QualitySettings
@@ -144,9 +145,11 @@ class Settings(BaseSettings):
     guards: GuardSettings = GuardSettings()
     secrets: SecretsSettings = SecretsSettings()
     abuse: AbuseSettings = AbuseSettings()
+    alerts: AlertSettings = AlertSettings()
     drift: DriftSettings = DriftSettings()
     quality: QualitySettings = QualitySettings()
     files: FilesSettings = FilesSettings()
+    rag: RagSettings = RagSettings()
     data: DataSettings = DataSettings()
     registry: RegistrySettings = RegistrySettings()
     evals: EvalSettings = EvalSettings()

@@ -22,15 +22,21 @@ from strata.gateway import (
     audit_admin,
     datasets_admin,
     drift_admin,
+    evals_admin,
     feedback_api,
     files_api,
     health,
+    lineage_admin,
     openai_api,
     openapi,
     policies_admin,
+    quality_admin,
+    registry_admin,
     responses,
     routes_admin,
+    slo_admin,
     traces_admin,
+    vector_stores_api,
 )
 from strata.gateway.http import REQUEST_ID, error_response, request_id_of
 from strata.gateway.state import AppState
@@ -42,9 +48,13 @@ def gateway(state: AppState, lifespan: Callable[[Starlette], AbstractAsyncContex
             loops: LoopRunner) -> Gateway:
     app = Gateway(
         routes=[*openai_api.routes, *responses.routes, *feedback_api.routes, *files_api.routes,
+                *vector_stores_api.routes, *lineage_admin.routes,
                 *admin.routes, *routes_admin.routes,
-                *policies_admin.routes, *traces_admin.routes, *audit_admin.routes, *datasets_admin.routes,
-                *drift_admin.routes, *health.routes, *openapi.routes],
+                *policies_admin.routes, *traces_admin.routes, *audit_admin.routes, *quality_admin.routes,
+                *slo_admin.routes,
+                *datasets_admin.routes,
+                *drift_admin.routes, *registry_admin.routes, *evals_admin.routes, *health.routes,
+                *openapi.routes],
         lifespan=lifespan,
         exception_handlers={HTTPException: _http_error, StrataError: _strata_error,  # type: ignore[dict-item]
                             Exception: _internal_error},

@@ -33,6 +33,7 @@ class Rule:
 PUBLIC = Rule(None)
 _INFER = Rule(INFERENCE)
 _ROUTE = "/admin/routes/{route}"
+_VS = "/{vector_store_id}"
 
 RULES: dict[tuple[str, str], Rule] = {
     # inference: every role has it; /v1 handlers authenticate and apply the key's allowed_routes
@@ -50,6 +51,13 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/v1/files/{file_id}"): _INFER,
     ("DELETE", "/v1/files/{file_id}"): _INFER,
     ("GET", "/v1/files/{file_id}/content"): _INFER,
+    **{(m, f"/v1/vector_stores{p}"): _INFER for m, p in (
+        ("POST", ""), ("GET", ""), ("GET", _VS), ("POST", _VS), ("DELETE", _VS), ("POST", f"{_VS}/files"),
+        ("GET", f"{_VS}/files"), ("GET", f"{_VS}/files/{{file_id}}"), ("POST", f"{_VS}/files/{{file_id}}"),
+        ("DELETE", f"{_VS}/files/{{file_id}}"), ("GET", f"{_VS}/files/{{file_id}}/content"),
+        ("POST", f"{_VS}/file_batches"), ("GET", f"{_VS}/file_batches/{{batch_id}}"),
+        ("POST", f"{_VS}/file_batches/{{batch_id}}/cancel"), ("GET", f"{_VS}/file_batches/{{batch_id}}/files"),
+        ("POST", f"{_VS}/search"))},
     # keys: admins; team admins manage their teams' keys, never above their own role or scopes
     ("POST", "/admin/keys"): Rule("keys.write", "teams"),
     ("GET", "/admin/keys"): Rule("keys.read", "teams"),
@@ -59,6 +67,8 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/admin/cost"): Rule("usage.read", "teams"),
     ("GET", "/admin/traces"): Rule("traces.read", "teams"),
     ("GET", "/admin/traces/{trace_id}"): Rule("traces.read", "teams"),
+    ("GET", "/admin/quality"): Rule("usage.read", "teams"),  # online quality scores, of the key's teams
+    ("GET", "/admin/quality/{request_id}"): Rule("usage.read", "teams"),
     # datasets and pipelines (strata.data): the handler checks ``team`` against the key's teams
     ("GET", "/admin/datasets"): Rule("datasets.read", "teams"),
     ("POST", "/admin/datasets"): Rule("datasets.write", "teams"),
@@ -69,9 +79,11 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/admin/pipelines/runs"): Rule("datasets.read", "teams"),
     ("POST", "/admin/pipelines/runs"): Rule("datasets.write", "teams"),
     ("GET", "/admin/pipelines/runs/{run_id}"): Rule("datasets.read", "teams"),
+    ("GET", "/admin/lineage/{ref}"): Rule("datasets.read", "teams"),  # a request id or NAME@VERSION
     ("GET", "/admin/audit"): Rule("audit.read", "global"),
     ("GET", "/admin/audit/verify"): Rule("audit.read", "global"),
     ("GET", "/admin/events"): Rule("events.read"),
+    ("GET", "/admin/slo"): Rule("usage.read", "global"),  # route-wide error counts of every team
     # drift reports: statistics per route (no text, no team data); baselines change like route settings
     ("GET", "/admin/drift"): Rule("events.read"),
     ("GET", "/admin/drift/{route}"): Rule("events.read"),
@@ -93,6 +105,17 @@ RULES: dict[tuple[str, str], Rule] = {
     ("POST", f"{_ROUTE}/rollback"): Rule("rollouts.write", "routes"),
     ("GET", f"{_ROUTE}/rollout"): Rule("rollouts.read"),
     ("GET", f"{_ROUTE}/shadow"): Rule("rollouts.read"),
+    # model registry and evals: operators register, move aliases and run suites; approving is an admin's
+    ("GET", "/admin/registry/models"): Rule("models.read"),
+    ("POST", "/admin/registry/models"): Rule("models.write"),
+    ("GET", "/admin/registry/models/{model}"): Rule("models.read"),
+    ("GET", "/admin/registry/models/{model}/versions/{version}"): Rule("models.read"),
+    ("POST", "/admin/registry/models/{model}/versions/{version}/approve"): Rule("models.approve"),
+    ("PUT", "/admin/registry/models/{model}/aliases/{alias}"): Rule("models.write"),
+    ("GET", "/admin/evals/runs"): Rule("evals.read"),
+    ("POST", "/admin/evals/runs"): Rule("evals.write"),
+    ("GET", "/admin/evals/runs/{run_id}"): Rule("evals.read"),
+    ("GET", "/admin/evals/compare"): Rule("evals.read"),
     # limits and budgets: admins; team admins see and set only their teams' (and their keys') rules
     **{(m, f"/admin/{kind}{tail}"): Rule(perm, "teams") for kind in ("limits", "budgets")
        for m, tail, perm in (("GET", "", "policies.read"), ("PUT", "", "policies.write"),

@@ -18,6 +18,7 @@ from strata.engines.local import LocalEngine
 from strata.gateway import routes_admin
 from strata.gateway.state import AppState
 from strata.observe.costs import anomalies, cost_report
+from strata.observe.slo import export_objectives
 from strata.routing.breaker import CLOSED, HALF_OPEN, OPEN
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,10 @@ def control_loops(state: AppState) -> list[Loop]:
         Loop("policy-sync", lambda: asyncio.to_thread(state.governance.policies.load), s.keys.sync_interval,
              delay_first=True),
         Loop("route-follow", lambda: routes_admin.follow(state), s.keys.sync_interval, delay_first=True),
+        Loop("slo-objectives", lambda: publish_objectives(state), s.keys.sync_interval),
     ]
+    if state.observe.alerts is not None:
+        loops.append(Loop("alert-forward", state.observe.alerts.step, s.alerts.group_interval))
     if s.cost_alerts.enabled:
         loops.append(Loop("cost-alerts", lambda: watch_costs(state), s.cost_alerts.interval))
     if state.observe.drift is not None:
@@ -46,6 +50,11 @@ def control_loops(state: AppState) -> list[Loop]:
         loops.append(Loop("otlp-metrics", state.observe.metrics_exporter.step, s.metrics.export_interval,
                           delay_first=True))
     return loops
+
+
+async def publish_objectives(state: AppState) -> None:
+    """``strata_slo_objective`` and the latency thresholds, from the routes as they are now (run-time changes too)."""
+    export_objectives(state.observe.metrics, list(state.routing.router.routes.values()))
 
 
 async def start_engines(state: AppState) -> None:

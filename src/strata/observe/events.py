@@ -4,6 +4,7 @@ promoted, a rollout stepped up). Stored in the ``events`` table, counted in a me
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,6 +21,7 @@ class EventStore:
     def __init__(self, engine: Engine, metrics: Metrics) -> None:
         self.engine = engine
         self.metrics = metrics
+        self.forward: Callable[[dict[str, Any]], None] | None = None  # observe.alerts: queues, never blocks
 
     def emit(self, kind: str, subject: str, message: str, data: dict[str, Any] | None = None) -> dict[str, Any]:
         row = Event(at=datetime.now(UTC), kind=kind, subject=subject, message=message, data=data)
@@ -27,7 +29,10 @@ class EventStore:
             s.add(row)
         self.metrics.events.labels(kind).inc()
         log.info("event %s %s: %s", kind, subject, message)
-        return event_view(row)
+        view = event_view(row)
+        if self.forward is not None:
+            self.forward(view)
+        return view
 
     def list(self, kind: str | None = None, subject: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         q = select(Event).order_by(Event.id.desc()).limit(limit)

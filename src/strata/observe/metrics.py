@@ -105,6 +105,16 @@ class Metrics:
                                            buckets=LOOP_STEP_BUCKETS, registry=r)
         self.loop_errors = Counter("strata_loop_errors_total", "Control-loop steps that raised (logged; the loop "
                                    "goes on at its next interval)", ["loop"], registry=r)
+        self.alerts_forwarded = Counter("strata_alerts_forwarded_total", "Operator events forwarded to the alert "
+                                        "webhook, by tier and outcome (sent, failed, deduplicated, dropped)",
+                                        ["tier", "outcome"], registry=r)
+        self.slo_objective = Gauge("strata_slo_objective", "A route's configured SLO target (slo: availability, "
+                                   "latency), 0 to 1", ["route", "slo"], registry=r)
+        self.slo_latency_threshold = Gauge("strata_slo_latency_threshold_seconds", "A route's latency SLO "
+                                           "threshold (slo.latency.threshold_ms), the p99 SLA", ["route"],
+                                           registry=r)
+        self.slow_requests = Counter("strata_slow_requests_total", "Requests slower than their route's "
+                                     "slo.latency.threshold_ms (routes with a latency SLO)", ["route"], registry=r)
         self.loop_restarts = Counter("strata_loop_restarts_total", "Control-loop tasks that died and were "
                                      "restarted", ["loop"], registry=r)
         self.quality_score = Histogram("strata_quality_score", "Online quality scores of sampled answers (0..1, "

@@ -8,6 +8,7 @@ import time
 from typing import TYPE_CHECKING
 
 from strata.governance.cost import request_cost
+from strata.observe.slo import count_slow
 from strata.pipeline.flow import Flow
 from strata.pipeline.record import CallRecord
 from strata.pipeline.stage import Stage
@@ -42,6 +43,7 @@ def account(state: AppState, call: CallRecord, target: Target | None) -> None:
     if call.admitted:
         m.in_flight.labels(route).dec()
         m.duration.labels(route, deployment).observe(finished - call.started)
+        count_slow(m, state.routing.router.routes.get(route), finished - call.started)
         if call.prompt_tokens or call.completion_tokens:
             per_input, per_output = m.token_usage(route, deployment, OPERATIONS.get(call.endpoint, call.endpoint))
             if call.prompt_tokens:

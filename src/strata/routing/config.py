@@ -11,6 +11,8 @@ from pydantic import Field, ValidationError, model_validator
 from strata.config.base import OffOr, Strict
 from strata.engines.config import EngineField
 from strata.guard.config import GuardRule
+from strata.observe.config import SloSettings
+from strata.observe.quality.config import QualityConfig
 
 
 class Price(Strict):
@@ -93,6 +95,8 @@ class CanaryConfig(Strict):
     max_ttft_ratio: float = Field(1.5, ge=1, description="Canary p95 time to first token over primary's")
     max_cost_ratio: float = Field(1.5, ge=1, description="Canary mean cost per request over primary's")
     max_feedback_drop: float = Field(0.1, ge=0, description="Primary mean feedback score minus canary's")
+    max_quality_drop: float = Field(0.1, ge=0, le=1, description="Primary mean online quality score (0..1, the "
+                                    "route's quality sampling) minus canary's")
 
     @model_validator(mode="after")
     def _steps_increase(self) -> CanaryConfig:
@@ -151,6 +155,37 @@ class CacheConfig(Strict):
     embeddings_route: str = Field("minilm", description="Embeddings route for the semantic cache")
 
 
+class RetrievalConfig(Strict):
+    """Retrieval-augmented answers on a chat route (``rag:``; the ``retrieve`` stage, ``pipeline.retrieve``).
+
+    The last user message is searched, as the caller, in the caller's team's vector stores / collections of
+    these ids (nothing crosses teams: another team's id is a 404); the passages the caller may read are
+    injected with citation markers and the chunks used go to the ledger row (``rag`` column), the trace and the
+    lineage graph.
+    """
+
+    vector_stores: list[str] = Field(default_factory=list, description="Vector stores to search: ids (vs_...) or "
+                                     "names (the caller's team's newest store of that name)")
+    collections: list[str] = Field(default_factory=list, description="RAG collection ids to search")
+    k: int = Field(4, ge=1, le=50, description="Passages injected")
+    mode: Literal["hybrid", "dense", "lexical"] = "hybrid"
+    min_score: float | None = Field(None, description="Drop passages scoring below this")
+    inject: Literal["system", "user"] = Field("system", description="A system message before the conversation, "
+                                              "or a preamble to the last user message")
+    citation_format: str = Field("[{n}]", description="How passage n is marked (and asked to be cited)")
+    instructions: str = Field("Answer using the numbered passages below when they are relevant, and cite each "
+                              "passage you use by its marker, e.g. {marker}.", description="Put before the "
+                              "passages; {marker} is the first passage's marker")
+
+    @model_validator(mode="after")
+    def _sources(self) -> RetrievalConfig:
+        if not self.vector_stores and not self.collections:
+            raise ValueError("rag needs vector_stores or collections")
+        if "{n}" not in self.citation_format:
+            raise ValueError("rag.citation_format must contain {n}")
+        return self
+
+
 class ContextConfig(Strict):
     """Keeping long conversations inside the window (opt-in per route).
 
@@ -199,6 +234,12 @@ class RouteConfig(Strict):
                                         "input hold more characters than this")
     guards: list[GuardRule] = Field(default_factory=list, description="Guardrails on this route's requests "
                                     "and answers (PII, secrets, output validation, ...), in order")
+    slo: SloSettings | None = Field(None, description="Availability and latency objectives (strata slo status, "
+                                    "the burn-rate alerts of deploy/prometheus/strata-rules.yml)")
+    quality: QualityConfig | None = Field(None, description="Online quality: score a sample of the route's "
+                                          "answers after they are served (off when unset)")
+    rag: RetrievalConfig | None = Field(None, description="Retrieve passages (as the caller) and inject them with "
+                                        "citations (chat completions)")
 
     @model_validator(mode="after")
     def _roles(self) -> RouteConfig:
@@ -208,6 +249,9 @@ class RouteConfig(Strict):
         for role in ("canary", "shadow"):
             if roles.count(role) > 1:
                 raise ValueError(f"route {self.name!r} may have at most one {role} deployment")
+        if self.rag is not None and (self.cache.exact or self.cache.semantic):
+            raise ValueError(f"route {self.name!r}: rag and cache cannot both be on (a cached answer would skip "
+                             "retrieval's access check for the next caller)")
         tiers = {d.tier for d in self.deployments if d.role == "primary"}
         if self.complexity is not None and not {"cheap", "strong"} <= tiers:
             raise ValueError(f"route {self.name!r}: complexity routing needs primary deployments with "

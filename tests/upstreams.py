@@ -19,6 +19,7 @@ One server, behaviour chosen by the requested ``model``:
   answering; a client that closes the connection meanwhile is counted in ``disconnects``
 - ``tools``: calls a function (``TOOL_CALL``, named as the request's first tool) instead of answering in text,
   as JSON or as a stream of ``tool_calls`` deltas
+- ``judge``: a fixed LLM-judge verdict, ``JUDGE_REPLY`` (score 4 of 5, and answer A of a pairwise question)
 - ``malformed``: a 200 in OpenAI's shape whose ``usage`` counts are words (``"prompt_tokens": "seven"``), in the
   JSON answer and in the stream's first chunk
 
@@ -46,6 +47,7 @@ from typing import Any
 from aiohttp import web
 
 REPLY = "Hello from the fixed upstream."
+JUDGE_REPLY = '{"score": 4, "winner": "A", "rationale": "fixed judge"}'
 POISON = "<poison>"  # a request whose messages contain it gets 500 whatever the mode (input the engine chokes on)
 
 
@@ -108,6 +110,8 @@ async def _handle(request: web.Request) -> web.StreamResponse:
         content = upstream.name
     elif model == "echo":
         content = json.dumps(body.get("messages", body.get("prompt")))
+    elif model == "judge":
+        content = JUDGE_REPLY
     if upstream.replies:
         content = upstream.replies.pop(0)
     if model == "tools":

@@ -7,10 +7,10 @@ import typer
 from strata import __version__
 from strata.cli import audit, cost, deploy, drift, keys, policies, quality, routes, secrets, traces
 from strata.cli import datasets as datasets_cli
-from strata.cli import slo as slo_cli
 from strata.cli import evals as evals_cli
 from strata.cli import lineage as lineage_cli
 from strata.cli import models as models_cli
+from strata.cli import slo as slo_cli
 from strata.cli.up import up
 from strata.cli.usage import usage
 

@@ -27,7 +27,6 @@ from strata.engines.config import LlamaCppEngineConfig, SentenceTransformersEngi
 from strata.errors import ConfigError
 from strata.evals.config import EvalSettings
 from strata.files.config import FilesSettings
-from strata.rag.config import RagSettings
 from strata.gateway.config import ServerSettings
 from strata.governance.config import (
     AbuseSettings,
@@ -43,6 +42,7 @@ from strata.observe.drift.config import DriftSettings
 from strata.observe.metrics_export import MetricsSettings
 from strata.observe.quality.config import QualitySettings
 from strata.observe.tracing import TracingSettings
+from strata.rag.config import RagSettings
 from strata.registry.config import RegistrySettings
 from strata.routing.config import (
     BreakerConfig,

@@ -25,16 +25,27 @@ from starlette.routing import BaseRoute, Route
 from strata.gateway.admin import CreateKey
 from strata.gateway.authz import RULES
 from strata.gateway.datasets_admin import CreateDataset, RunPipeline
+from strata.gateway.evals_admin import StartRun
 from strata.gateway.feedback_api import FeedbackRequest
+from strata.gateway.registry_admin import Approve, MoveAlias, Register
 from strata.gateway.responses import ResponsesRequest
 from strata.gateway.schemas import ChatRequest, CompletionRequest, EmbeddingRequest
+from strata.gateway.vector_stores_api import (
+    CreateFileBatch,
+    CreateVectorStore,
+    CreateVectorStoreFile,
+    SearchVectorStore,
+    UpdateVectorStore,
+    UpdateVectorStoreFile,
+)
 from strata.governance.config import BudgetRule, LimitRule
 from strata.governance.roles import PERMISSIONS, ROLES
 from strata.routing.config import DeploymentConfig, RouteConfig
 
 MODELS: list[type[BaseModel]] = [ChatRequest, CompletionRequest, EmbeddingRequest, ResponsesRequest, FeedbackRequest,
                                  CreateKey, LimitRule, BudgetRule, RouteConfig, DeploymentConfig, CreateDataset,
-                                 RunPipeline]
+                                 RunPipeline, CreateVectorStore, UpdateVectorStore, CreateVectorStoreFile,
+                                 UpdateVectorStoreFile, CreateFileBatch, SearchVectorStore]
 ERROR_STATUSES = {"400": "Invalid request", "401": "Missing or invalid key", "403": "Not allowed for this key",
                   "404": "Not found", "413": "Request body too large", "429": "Rate limit or budget exceeded"}
 UPSTREAM_STATUSES = {"502": "The engine failed", "503": "No deployment available", "504": "The engine timed out"}
@@ -51,6 +62,64 @@ class Op:
     stream: bool = False
     upstream: bool = False  # may answer 502/503/504 when the engine fails
     statuses: dict[str, str] = field(default_factory=dict)
+
+
+def _vector_store_ops() -> dict[tuple[str, str], Op]:
+    vs, b = "/v1/vector_stores/{vector_store_id}", "/file_batches/{batch_id}"
+    page = ("limit", "after", "order")
+    return {
+        ("POST", "/v1/vector_stores"): Op("Create a vector store", "vector_stores", "key", "CreateVectorStore",
+                                          "VectorStore"),
+        ("GET", "/v1/vector_stores"): Op("List this team's vector stores", "vector_stores", "key", query=page,
+                                         response="List"),
+        ("GET", vs): Op("Retrieve a vector store", "vector_stores", "key", response="VectorStore"),
+        ("POST", vs): Op("Modify a vector store", "vector_stores", "key", "UpdateVectorStore", "VectorStore"),
+        ("DELETE", vs): Op("Delete a vector store (and its index)", "vector_stores", "key"),
+        ("POST", f"{vs}/files"): Op("Add a file (ingested in the background; ACL in attributes.acl)",
+                                    "vector_stores", "key", "CreateVectorStoreFile"),
+        ("GET", f"{vs}/files"): Op("List a vector store's files", "vector_stores", "key",
+                                   query=(*page, "filter"), response="List"),
+        ("GET", f"{vs}/files/{{file_id}}"): Op("Retrieve a vector store file", "vector_stores", "key"),
+        ("POST", f"{vs}/files/{{file_id}}"): Op("Update a vector store file's attributes", "vector_stores", "key",
+                                                "UpdateVectorStoreFile"),
+        ("DELETE", f"{vs}/files/{{file_id}}"): Op("Remove a file from a vector store (and every index)",
+                                                  "vector_stores", "key"),
+        ("GET", f"{vs}/files/{{file_id}}/content"): Op("A vector store file's parsed text", "vector_stores", "key"),
+        ("POST", f"{vs}/file_batches"): Op("Add many files at once", "vector_stores", "key", "CreateFileBatch"),
+        ("GET", f"{vs}{b}"): Op("Retrieve a file batch", "vector_stores", "key"),
+        ("POST", f"{vs}{b}/cancel"): Op("Cancel a file batch's files not yet ingested", "vector_stores", "key"),
+        ("GET", f"{vs}{b}/files"): Op("List a file batch's files", "vector_stores", "key", query=(*page, "filter"),
+                                      response="List"),
+        ("POST", f"{vs}/search"): Op("Search a vector store as the caller (ACL applied inside the search)",
+                                     "vector_stores", "key", "SearchVectorStore", "Object"),
+    }
+
+
+MODELS += [Register, Approve, MoveAlias, StartRun]
+
+
+def _lifecycle_ops() -> dict[tuple[str, str], Op]:
+    """The model registry and eval runs (``registry_admin``, ``evals_admin``)."""
+    m, v = "/admin/registry/models", "/admin/registry/models/{model}/versions/{version}"
+    return {
+        ("GET", m): Op("List registered models, latest versions and aliases", "registry", response="List"),
+        ("POST", m): Op("Register a new immutable model version (content hash computed here)", "registry",
+                        body="Register"),
+        ("GET", f"{m}/{{model}}"): Op("A model's versions (lineage, approval) and aliases", "registry"),
+        ("GET", v): Op("One version, by number or alias", "registry"),
+        ("POST", f"{v}/approve"): Op("Approve or reject a version (who and when are kept)", "registry",
+                                     body="Approve"),
+        ("PUT", f"{m}/{{model}}/aliases/{{alias}}"): Op("Move an alias (eval-gated; a canary on routes that follow "
+                                                        "it)", "registry", body="MoveAlias",
+                                                        statuses={"409": "An eval gate refused"}),
+        ("GET", "/admin/evals/runs"): Op("Eval runs, newest first", "evals", query=("suite", "target"),
+                                         response="List"),
+        ("POST", "/admin/evals/runs"): Op("Start an eval run in the gateway (with the caller's key)", "evals",
+                                          body="StartRun"),
+        ("GET", "/admin/evals/runs/{run_id}"): Op("An eval run with its per-case results", "evals"),
+        ("GET", "/admin/evals/compare"): Op("Paired comparison of two runs, per metric", "evals",
+                                            query=("candidate", "baseline", "confidence")),
+    }
 
 
 _ROUTE = "/admin/routes/{route}"
@@ -76,6 +145,9 @@ OPERATIONS: dict[tuple[str, str], Op] = {
     ("GET", "/v1/files/{file_id}"): Op("Retrieve a file", "files", "key", response="File"),
     ("DELETE", "/v1/files/{file_id}"): Op("Delete a file", "files", "key"),
     ("GET", "/v1/files/{file_id}/content"): Op("Download a file's content", "files", "key", response="bytes"),
+    **_vector_store_ops(),
+    ("GET", "/admin/lineage/{ref}"): Op("Lineage both ways from a request id or NAME@VERSION", "lineage",
+                                        query=("team",)),
     ("POST", "/admin/keys"): Op("Create a key (the secret is shown once)", "keys", body="CreateKey"),
     ("GET", "/admin/keys"): Op("List keys", "keys", response="List"),
     ("DELETE", "/admin/keys/{key_id}"): Op("Revoke a key", "keys"),
@@ -99,6 +171,9 @@ OPERATIONS: dict[tuple[str, str], Op] = {
     ("GET", "/admin/traces"): Op("Recent traces of this gateway process", "traces",
                                  query=("route", "status", "limit"), response="List"),
     ("GET", "/admin/traces/{trace_id}"): Op("One trace's span tree, by trace id or request id", "traces"),
+    ("GET", "/admin/quality"): Op("Online quality per route, deployment and scorer: mean, n, confidence interval",
+                                  "quality", query=("window", "route")),
+    ("GET", "/admin/quality/{request_id}"): Op("One request's quality scores, with its ledger row", "quality"),
     ("GET", "/admin/datasets"): Op("List datasets of the key's teams (or one team)", "datasets", query=("team",),
                                    response="List"),
     ("POST", "/admin/datasets"): Op("Create a dataset version from records or captured ledger traffic", "datasets",
@@ -146,7 +221,11 @@ _QUERY = {"by": "Group by (team, key, route, model, tag:NAME …)", "since": "A 
           "team": "The team (default: the key's team)", "offset": "Skip this many records",
           "from": "The older version (number or hash prefix)", "to": "The newer version (number or hash prefix)",
           "after": "The id after which the page starts (a cursor)",
-          "order": "asc or desc (by creation)", "filter": "Only files of this status"}
+          "order": "asc or desc (by creation)", "window": "A window: 1h, 24h, 7d",
+          "filter": "Only files of this status"}
+_QUERY.update({"suite": "Only runs of this suite", "target": "Only runs against this target",
+               "candidate": "The run under test", "baseline": "The run to compare with",
+               "confidence": "One-sided confidence of 'worse' (default 0.95)"})
 _UPLOAD = {"type": "object", "required": ["file", "purpose"],
            "properties": {"file": {"type": "string", "format": "binary"}, "purpose": {"type": "string"}}}
 
@@ -276,6 +355,8 @@ _RESPONSES: dict[str, Any] = {
         "embedding", index=_INT, embedding={"oneOf": [{"type": "array", "items": {"type": "number"}}, _STR]})}),
     "Response": _obj("response", id=_STR, created_at=_INT, status=_STR, model=_STR, usage={"type": ["object", "null"]},
                      output={"type": "array", "items": {"type": "object"}}),
+    "VectorStore": _obj("vector_store", id=_STR, created_at=_INT, name=_STR, status=_STR, usage_bytes=_INT,
+                        file_counts={"type": "object"}),
     "File": _obj("file", id=_STR, bytes=_INT, created_at=_INT, filename=_STR, purpose=_STR),
     "Model": _obj("model", id=_STR, created=_INT, owned_by=_STR),
     "ModelList": _obj("list", data={"type": "array", "items": {"$ref": "#/components/schemas/Model"}}),

@@ -28,6 +28,7 @@ from strata.gateway.state import AppState
 from strata.governance.secrets import dump_secrets
 from strata.observe.usage import parse_window
 from strata.pipeline.internal import embedder
+from strata.registry.resolve import resolved
 from strata.routing.changes import apply_overrides
 from strata.routing.config import CanaryConfig, DeploymentConfig, RouteConfig
 from strata.routing.router import Deployment
@@ -159,6 +160,8 @@ async def start_rollout(state: AppState, request: Request) -> dict[str, Any]:
         raise InvalidRequest(f"deployment {name!r} already exists in route {owner!r}", param="name")
     dep |= {"name": name, "role": role, "traffic": traffic, "canary": _rollout_settings(role, body)}
     new_dep = validate(DeploymentConfig, dep)
+    if role == "canary":
+        await state.routing.rollouts.gate(old, new_dep, "start", actor_of(request))
     base = old.model_dump()
     new = validate(RouteConfig, {**base, "deployments": [*base["deployments"], new_dep.model_dump()]})
     return await apply_change(state, actor_of(request), old, new, f"start_{role}",
@@ -281,7 +284,10 @@ async def swap(state: AppState, old: RouteConfig | None, new: RouteConfig) -> No
     try:
         for d in new.deployments:
             if d.name not in before or before[d.name].engine != d.engine:
-                engines[d.name] = build_engine(d, state.settings)
+                serving = resolved(state.db, d)  # a registry:NAME@ALIAS model: the version it names now
+                if d.name in before and resolved(state.db, before[d.name]).engine == serving.engine:
+                    continue  # another name for the same version (a promoted canary following its alias again)
+                engines[d.name] = build_engine(serving, state.settings)
     except ConfigError as exc:
         raise InvalidRequest(exc.message, param="engine") from None
     for engine in engines.values():

@@ -18,18 +18,22 @@ ROLES = ("member", "analyst", "operator", "admin")  # lowest first: a key may on
 RANK = {role: i for i, role in enumerate(ROLES)}
 
 INFERENCE = "inference"
+IDENTITY_ASSERT = "identity.assert"  # may name the end user (and groups) retrieval runs as (``gateway.caller``)
 PERMISSIONS: dict[str, frozenset[str]] = {
     "member": frozenset({INFERENCE}),
     "analyst": frozenset({INFERENCE, "usage.read", "traces.read", "events.read", "rollouts.read", "audit.read"}),
     "operator": frozenset({INFERENCE, "usage.read", "events.read", "rollouts.read", "rollouts.write", "routes.read",
-                           "routes.write", "engines.read"}),
+                           "routes.write", "engines.read", IDENTITY_ASSERT}),
 }
+# the model registry and evals: analysts read, operators write; approving a version is for admins only
+PERMISSIONS["analyst"] |= {"models.read", "evals.read"}
 # datasets and pipelines (strata.data): analysts read, operators write
 PERMISSIONS["analyst"] |= {"datasets.read"}
 PERMISSIONS["operator"] |= {"datasets.read", "datasets.write"}
+PERMISSIONS["operator"] |= {"models.read", "models.write", "evals.read", "evals.write"}
 ALL_PERMISSIONS = frozenset({
     *(p for perms in PERMISSIONS.values() for p in perms), "keys.read", "keys.write", "policies.read",
-    "policies.write"})
+    "policies.write", "models.approve"})
 PERMISSIONS["admin"] = ALL_PERMISSIONS
 
 

@@ -33,10 +33,27 @@ SYSTEM_ACTOR = "strata:canary-analysis"
 # apply(old, new, action, actor, reason) swaps a route's config in, recorded in the audit trail
 Apply = Callable[[RouteConfig, RouteConfig, str, str, str], Awaitable[Any]]
 Emit = Callable[[str, str, str, dict[str, Any]], Any]
+# gate(route, canary, stage, actor): raises GateRefused when the canary may not start/step/be promoted
+Gate = Callable[[RouteConfig, DeploymentConfig, str, str], Awaitable[None]]
+
+
+class GateRefused(InvalidRequest):
+    """A rollout gate (an eval suite, ``evals.gates``) refused a canary's start, step or promotion."""
+
+    status = 409
+    code = "gate_refused"
 
 
 def _never(deployment: str) -> bool:
     return False
+
+
+async def _open_gate(route: RouteConfig, canary: DeploymentConfig, stage: str, actor: str) -> None:
+    return None
+
+
+def _window() -> Window:
+    return Window(deque(maxlen=WINDOW_MAX), deque(maxlen=WINDOW_MAX), deque(maxlen=WINDOW_MAX))
 
 
 @dataclass(slots=True)
@@ -44,8 +61,8 @@ class Rollout:
     canary: str
     step_started: float
     last_analysis: float = float("-inf")
-    canary_window: Window = field(default_factory=lambda: Window(deque(maxlen=WINDOW_MAX), deque(maxlen=WINDOW_MAX)))
-    primary_window: Window = field(default_factory=lambda: Window(deque(maxlen=WINDOW_MAX), deque(maxlen=WINDOW_MAX)))
+    canary_window: Window = field(default_factory=lambda: _window())
+    primary_window: Window = field(default_factory=lambda: _window())
     verdict: Verdict | None = None
     decision: str = "waiting"
 
@@ -63,6 +80,7 @@ class Rollouts:
         self.emit = emit
         self.clock = clock
         self.ejected = ejected  # is this deployment out of rotation (circuit breaker not closed)?
+        self.gate: Gate = _open_gate  # eval gates (``evals.gates``), set by the composition root
         self.active: dict[str, Rollout] = {}
         self.sync()
 
@@ -94,6 +112,12 @@ class Rollouts:
         if rollout is not None and (w := rollout.window(role)) is not None:
             w.scores.append((self.clock(), score))
 
+    def quality(self, route: str, role: str, score: float) -> None:
+        """An online quality score (0..1) of an answer the ``role`` deployment served (``observe.quality``)."""
+        rollout = self.active.get(route)
+        if rollout is not None and (w := rollout.window(role)) is not None:
+            w.quality.append((self.clock(), score))
+
     # -- the control loop -------------------------------------------------------------------------------
 
     async def reconcile(self, now: float | None = None) -> list[str]:
@@ -115,12 +139,16 @@ class Rollouts:
             ejection = self._ejection(route, canary, rollout)
             action = "rollback" if ejection else self.decide(route, canary, rollout, verdict, now)
             rollout.decision = action
-            if action == "rollback":
+            try:
+                if action == "promote":
+                    await self.promote(name, SYSTEM_ACTOR, "canary passed every step")
+                elif action == "advance":
+                    await self._advance(route, canary, rollout, verdict)
+            except GateRefused as exc:  # a canary its eval gate refuses goes, as one worse on live traffic would
+                action = rollout.decision = "rollback"
+                await self.rollback(name, SYSTEM_ACTOR, exc.message)
+            if action == "rollback" and name in self.active:
                 await self.rollback(name, SYSTEM_ACTOR, ejection or f"canary worse than primary: {verdict.reason}")
-            elif action == "promote":
-                await self.promote(name, SYSTEM_ACTOR, "canary passed every step")
-            elif action == "advance":
-                await self._advance(route, canary, rollout, verdict)
             if action in ("rollback", "promote", "advance"):
                 taken.append(f"{name}:{action}")
         return taken
@@ -155,6 +183,7 @@ class Rollouts:
                        verdict: Verdict) -> None:
         nxt = next_step(route.canary_settings().steps, canary.traffic or 0)
         assert nxt is not None
+        await self.gate(route, canary, "step", SYSTEM_ACTOR)
         new = with_deployment(route, canary.model_copy(update={"traffic": nxt}))
         reason = f"step passed ({verdict.canary_requests} canary requests, no metric worse): {canary.traffic:g}% " \
                  f"-> {nxt:g}%"
@@ -178,6 +207,7 @@ class Rollouts:
     async def promote(self, route_name: str, actor: str, reason: str) -> RouteConfig:
         """The canary becomes the primary; the primaries it replaces (same tier) drain and go."""
         route, canary = self._canary(route_name)
+        await self.gate(route, canary, "promote", actor)
         promoted = canary.model_copy(update={"role": "primary", "traffic": None, "canary": None})  # its rollout's
         deps = [promoted if d.name == canary.name else d for d in route.deployments
                 if not (d.role == "primary" and d.tier == canary.tier)]

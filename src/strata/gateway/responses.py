@@ -26,6 +26,7 @@ from starlette.routing import Route
 
 from strata.errors import InvalidRequest, NotFound, StrataError
 from strata.gateway.cache import Entry, replay
+from strata.gateway.file_search import citations, file_search, search_item
 from strata.gateway.http import error_response, json_response, request_id_of, sse_event
 from strata.gateway.relay import Relay, RelayResponse
 from strata.gateway.response_store import ResponseStore
@@ -33,6 +34,7 @@ from strata.gateway.schemas import ChatRequest, validate
 from strata.gateway.state import AppState
 from strata.pipeline.flow import Flow
 from strata.pipeline.record import CallRecord
+from strata.pipeline.retrieve import Retrieval
 from strata.pipeline.stage import run
 from strata.pipeline.stages import STAGES
 from strata.pipeline.telemetry import begin_trace
@@ -70,8 +72,9 @@ def to_chat(req: ResponsesRequest, prior: list[dict[str, Any]]) -> tuple[dict[st
                          ("top_p", req.top_p), ("user", req.user), ("parallel_tool_calls", req.parallel_tool_calls)):
         if theirs is not None:
             body[ours] = theirs
-    if req.tools:
-        body["tools"] = [_tool(t, i) for i, t in enumerate(req.tools)]
+    functions = [_tool(t, i) for i, t in enumerate(req.tools or ()) if t.get("type") != "file_search"]
+    if functions:
+        body["tools"] = functions
     if req.tool_choice is not None:
         choice = req.tool_choice
         if isinstance(choice, dict):
@@ -151,13 +154,22 @@ class Turn:
     prior: list[dict[str, Any]] = field(default_factory=list)
     input: list[dict[str, Any]] = field(default_factory=list)
     system: dict[str, Any] | None = None  # the instructions' message in the chat body (a guard may redact it)
+    retrieval: Retrieval | None = None  # a file_search tool (``gateway.file_search``)
     id: str = field(default_factory=lambda: _new_id("resp"))
     created_at: int = field(default_factory=lambda: int(time.time()))
 
+    @property
+    def include(self) -> list[str]:
+        value = getattr(self.req, "include", None)
+        return [str(v) for v in value] if isinstance(value, list) else []
+
     def output(self, text: str | None, tool_calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = []
+        if self.retrieval is not None:
+            items.append(search_item(self.retrieval, _new_id("fs"), "file_search_call.results" in self.include))
         if text:
-            items.append(message_item(_new_id("msg"), text, "completed"))
+            items.append(message_item(_new_id("msg"), text, "completed",
+                                      citations(self.retrieval, text) if self.retrieval is not None else None))
         for tc in tool_calls:
             fn = tc.get("function") or {}
             items.append({"type": "function_call", "id": _new_id("fc"), "call_id": tc.get("id") or _new_id("call"),
@@ -192,9 +204,10 @@ class Turn:
         return [*self.prior, *self.input, answer]
 
 
-def message_item(item_id: str, text: str, status: str) -> dict[str, Any]:
-    content = [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}] if status != "in_progress" \
-        else []
+def message_item(item_id: str, text: str, status: str,
+                 annotations: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    content = [{"type": "output_text", "text": text, "annotations": annotations or [], "logprobs": []}] \
+        if status != "in_progress" else []
     return {"type": "message", "id": item_id, "role": "assistant", "status": status, "content": content}
 
 
@@ -321,6 +334,7 @@ class ResponsesSurface:
             turn.prior = list(row.messages)
         body, turn.input = to_chat(turn.req, turn.prior)
         turn.system = body["messages"][0] if turn.req.instructions else None
+        turn.retrieval = flow.retrieval = file_search(turn.req)
         return body
 
     def engine_call(self, flow: Flow, target: Target) -> Awaitable[dict[str, Any]]:

@@ -41,7 +41,8 @@ class Cache(Stage):
         state, call, route, body = flow.state, flow.call, flow.route, flow.body
         assert route is not None and body is not None and call.principal is not None
         if (flow.request.headers.get("x-strata-cache") == "bypass" or not ExactCache.cacheable(route.cache, body)
-                or (body.get("n") or 1) > 1 or body.get("tools")):  # it stores and replays one text choice
+                or (body.get("n") or 1) > 1 or body.get("tools")  # it stores and replays one text choice
+                or flow.retrieval is not None):  # file_search: what the caller may read is decided per caller
             state.observe.metrics.cache.labels(route.name, "bypass").inc()
             return None
         call.cache_key = ExactCache.key(route.cache, route.name, call.endpoint, call.principal, body)

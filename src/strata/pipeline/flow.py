@@ -73,3 +73,6 @@ class Flow:
     root: Span | None = None  # the request's span
     stages: Pipeline | None = None  # the stages it goes through (``run`` sets them)
     done: bool = False
+    retrieval: Any = None  # pipeline.retrieve.Retrieval asked by the request (file_search); a route's rag: is found
+    sampled: bool = False  # observed for drift detection (``pipeline.drift``)
+    quality: bool = False  # picked for online quality scoring (``pipeline.quality``)

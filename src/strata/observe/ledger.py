@@ -66,9 +66,9 @@ class LedgerWriter:
             self._wake.set()
 
     def find_pending(self, request_id: str) -> dict[str, Any] | None:
-        """The served row of a request recorded but not written yet (not its shadow's)."""
-        return next((r for r in reversed(self._buffer) if r["request_id"] == request_id and r.get("role") != "shadow"),
-                    None)
+        """The served row of a request recorded but not written yet (not its shadow's nor its quality judge's)."""
+        return next((r for r in reversed(self._buffer) if r["request_id"] == request_id
+                     and r.get("role") not in ("shadow", "judge")), None)
 
     @property
     def pending(self) -> int:

@@ -131,9 +131,10 @@ class TraceStore:
         out = _summary(rows[0])
         start = min(s["start_ns"] for s in spans)
         end = max(s["end_ns"] or s["start_ns"] for s in spans)
-        if len(rows) > 1:
+        requests = list(dict.fromkeys(r["request_id"] for r in rows))  # a late quality span's row repeats one
+        if len(requests) > 1:
             out["duration_ms"] = (end - start) / 1e6
-        out["requests"] = [r["request_id"] for r in rows]
+        out["requests"] = requests
         out["spans"] = spans
         out["tree"] = tree(spans, start)
         return out
@@ -142,7 +143,7 @@ class TraceStore:
         with self._lock:
             kept = list(self._memory)
         found = [e for e in kept if e[0] == ident] if TRACE_ID.match(ident) else []
-        found = found or [e for e in reversed(kept) if e[1] == ident][:1]
+        found = found or [e for e in kept if e[1] == ident]  # the request's, and its late quality span's
         rows = [dict(zip(COLUMNS, e, strict=True)) for e in found]
         return sorted(rows, key=lambda r: r["started_at"])
 
@@ -154,9 +155,8 @@ class TraceStore:
             rows: Sequence[Any] = []
             if TRACE_ID.match(ident):
                 rows = conn.execute(select(*cols).where(TraceRow.trace_id == ident).order_by(*order)).all()
-            if not rows:
-                rows = conn.execute(select(*cols).where(TraceRow.request_id == ident)
-                                    .order_by(TraceRow.started_at.desc(), TraceRow.id.desc()).limit(1)).all()
+            if not rows:  # the request's row, and its late quality span's (``observe.quality``)
+                rows = conn.execute(select(*cols).where(TraceRow.request_id == ident).order_by(*order)).all()
         return [dict(r._mapping) for r in rows]
 
 

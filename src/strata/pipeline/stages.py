@@ -19,6 +19,7 @@ from strata.pipeline.call import Call
 from strata.pipeline.context import Context
 from strata.pipeline.guard import Guard
 from strata.pipeline.parse import Parse
+from strata.pipeline.quality import Quality
 from strata.pipeline.retrieve import Retrieve
 from strata.pipeline.route import Route
 from strata.pipeline.stage import Pipeline
@@ -31,6 +32,7 @@ STAGES = Pipeline(
     Cache(),  # answered before? (exact, semantic)
     Context(),  # fit the conversation into the model's window
     Retrieve(),  # rag: routes: passages the caller may read, with citations (else a no-op)
+    Quality(),  # pick a sample of answers to score for quality, after the response (off: a no-op)
     Route(),  # which deployments, in which order (complexity tier, balancer, canary, shadow)
     Call(),  # the engine: attempts, retries, fallbacks, stream continuation
     Account(),  # cost, metrics, ledger row

@@ -8,7 +8,8 @@ statistically significant at the configured one-sided confidence (so ten request
 - error rate: two-proportion z-test;
 - p95 latency and p95 time to first token: ratio of p95s, plus a Mann-Whitney U test that canary values
   tend to be larger;
-- cost per request and feedback score: ratio/difference of means, plus Welch's t-test (normal tail).
+- cost per request, feedback score and online quality score (``observe.quality``): ratio/difference of
+  means, plus Welch's t-test (normal tail).
 
 Everything takes ``now`` from the caller, so tests drive it with a fake clock.
 """
@@ -40,12 +41,14 @@ class Window:
 
     outcomes: deque[Outcome] = field(default_factory=deque)
     scores: deque[tuple[float, float]] = field(default_factory=deque)
+    quality: deque[tuple[float, float]] = field(default_factory=deque)  # online quality, mean per sample, 0..1
 
     def prune(self, since: float) -> None:
         while self.outcomes and self.outcomes[0].at < since:
             self.outcomes.popleft()
-        while self.scores and self.scores[0][0] < since:
-            self.scores.popleft()
+        for scores in (self.scores, self.quality):
+            while scores and scores[0][0] < since:
+                scores.popleft()
 
     def count_since(self, since: float) -> int:
         return sum(1 for o in self.outcomes if o.at >= since)
@@ -96,6 +99,7 @@ def compare(canary: Window, primary: Window, cfg: CanaryConfig) -> Verdict:
                        [o.ttft for o in p_ok if o.ttft is not None], cfg.max_ttft_ratio, cfg.min_requests, z))
     checks.append(_cost([o.cost for o in c_ok], [o.cost for o in p_ok], cfg, z))
     checks.append(_feedback([s for _, s in canary.scores], [s for _, s in primary.scores], cfg, z))
+    checks.append(_quality([s for _, s in canary.quality], [s for _, s in primary.quality], cfg, z))
     return Verdict(checks, len(c), len(p))
 
 
@@ -141,6 +145,16 @@ def _feedback(c: list[float], p: list[float], cfg: CanaryConfig, z: float) -> Ch
     worse = mp - mc > cfg.max_feedback_drop and welch_z(p, c) > z
     return Check("feedback", mc, mp, worse, True, f"feedback score {mc:.2f} vs {mp:.2f} on primary "
                  f"(drop limit {cfg.max_feedback_drop:g})")
+
+
+def _quality(c: list[float], p: list[float], cfg: CanaryConfig, z: float) -> Check:
+    n = max(5, cfg.min_requests // 3)  # sampled answers are a share of the traffic
+    if len(c) < n or len(p) < n:
+        return Check("quality", None, None, False, False, f"quality: {len(c)}/{len(p)} scored samples, too few")
+    mc, mp = fmean(c), fmean(p)
+    worse = mp - mc > cfg.max_quality_drop and welch_z(p, c) > z
+    return Check("quality", mc, mp, worse, True, f"quality score {mc:.2f} vs {mp:.2f} on primary "
+                 f"(drop limit {cfg.max_quality_drop:g}, {len(c)} vs {len(p)} samples)")
 
 
 def quantile(values: list[float], q: float) -> float:

@@ -72,7 +72,8 @@ def dashboard() -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def exposed(upstream: FaultyUpstream, tmp_path_factory: pytest.TempPathFactory) -> set[str]:
-    """Every series name a real Strata exposes (a route with a canary, a cache and an SLO, after traffic)."""
+    """Every series name a real Strata exposes after plain and streamed traffic (a family has its ``# TYPE``
+    line from the start, a labelled one before its first sample too)."""
     cfg: dict[str, Any] = {"routes": [openai_route("m", upstream.base_url, "ok")]}
     proc = StrataProcess(tmp_path_factory.mktemp("dashboard-strata"), cfg).start(ready_timeout=60)
     try:
@@ -81,7 +82,7 @@ def exposed(upstream: FaultyUpstream, tmp_path_factory: pytest.TempPathFactory) 
             r = client.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}],
                                                stream=stream)
             if stream:
-                [_ for _ in r]  # type: ignore[union-attr]
+                [_ for _ in r]
         text = httpx.get(proc.url + "/metrics", timeout=10).text
     finally:
         proc.stop()

@@ -122,7 +122,7 @@ class VectorStores:
         return await asyncio.to_thread(self.get, team, vs_id)
 
     def _insert(self, row: Any) -> None:
-        with Session(self.db) as s, s.begin():
+        with Session(self.db, expire_on_commit=False) as s, s.begin():
             s.add(row)
 
     def get(self, team: str, vs_id: str) -> dict[str, Any]:

@@ -69,7 +69,7 @@ def alertmanager(*args: str) -> list[str]:
             str(DEBIAN_AM_DATA), "--", ALERTMANAGER, *args]
 
 
-def run(*argv: str | None) -> subprocess.CompletedProcess[str]:
+def run(*argv: str | Path | None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([str(a) for a in argv], capture_output=True, text=True, timeout=300)
 
 

@@ -17,6 +17,7 @@ from strata.pipeline.authenticate import Authenticate
 from strata.pipeline.cache import Cache
 from strata.pipeline.call import Call
 from strata.pipeline.context import Context
+from strata.pipeline.drift import Drift
 from strata.pipeline.guard import Guard
 from strata.pipeline.parse import Parse
 from strata.pipeline.quality import Quality
@@ -32,6 +33,7 @@ STAGES = Pipeline(
     Cache(),  # answered before? (exact, semantic)
     Context(),  # fit the conversation into the model's window
     Retrieve(),  # rag: routes: passages the caller may read, with citations (else a no-op)
+    Drift(),  # observe a sample for drift detection, after the response (off: a no-op)
     Quality(),  # pick a sample of answers to score for quality, after the response (off: a no-op)
     Route(),  # which deployments, in which order (complexity tier, balancer, canary, shadow)
     Call(),  # the engine: attempts, retries, fallbacks, stream continuation

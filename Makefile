@@ -61,12 +61,24 @@ $(TOOLS_STAMP):
 
 tools: $(TOOLS_STAMP)
 
+# A real Chroma server (`chroma run`) for the RAG server backend's tests, in a venv of its own like Phoenix's.
+# A failed install leaves no stamp and does not stop `make test`: the chroma tests then skip, naming install.log.
+CHROMA_VENV    := .venv-chroma
+CHROMA_VERSION := 1.5.9
+CHROMA_STAMP   := $(CHROMA_VENV)/.installed-$(CHROMA_VERSION)
+
+$(CHROMA_STAMP):
+	rm -rf $(CHROMA_VENV)
+	{ $(PYTHON) -m venv $(CHROMA_VENV) && $(CHROMA_VENV)/bin/pip install -q chromadb==$(CHROMA_VERSION) \
+	    >$(CHROMA_VENV)/install.log 2>&1 && touch $@; } \
+	  || echo "warning: chromadb $(CHROMA_VERSION) not installed, see $(CHROMA_VENV)/install.log" >&2
+
 install: $(LOCAL_STAMP)
 
 up: $(LOCAL_STAMP)
 	$(VENV)/bin/strata up $(ARGS)
 
-test: $(DEV_STAMP) $(PHOENIX_STAMP) $(TOOLS_STAMP)
+test: $(DEV_STAMP) $(PHOENIX_STAMP) $(CHROMA_STAMP) $(TOOLS_STAMP)
 	PATH="$(CURDIR)/$(TOOLS)/usr/bin:$$PATH" $(VENV)/bin/pytest -q -ra $(ARGS)
 
 lint: $(DEV_STAMP)
@@ -77,4 +89,4 @@ bench: $(DEV_STAMP)
 	bash bench/run_all.sh
 
 clean:
-	rm -rf $(VENV) $(PHOENIX_VENV) $(TOOLS) .strata .pytest_cache
+	rm -rf $(VENV) $(PHOENIX_VENV) $(CHROMA_VENV) $(TOOLS) .strata .pytest_cache

@@ -27,6 +27,15 @@ class ChromaSettings(Strict):
     database: str = Field("default_database", description="Chroma database")
 
 
+class EmbeddedIndexSettings(Strict):
+    """The embedded backend's HNSW graph (usearch) under ``<data_dir>/rag/<collection>/``."""
+
+    dtype: Literal["f32", "f16", "i8"] = Field("f32", description="Stored vector precision (f16 halves memory)")
+    connectivity: int = Field(16, ge=4, le=128, description="HNSW links per node (M)")
+    expansion_add: int = Field(128, ge=8, description="HNSW candidate list while inserting (ef_construction)")
+    expansion_search: int = Field(64, ge=8, description="HNSW candidate list while searching (ef), at least k")
+
+
 class SearchSettings(Strict):
     rrf_k: int = Field(60, ge=1, description="Reciprocal rank fusion constant k: score = sum w / (k + rank)")
     dense_weight: float = Field(1.0, ge=0, description="Weight of the dense ranking in hybrid fusion")
@@ -44,4 +53,5 @@ class RagSettings(Strict):
     embed_batch: int = Field(64, ge=1, description="Chunks per embeddings call while ingesting")
     chunking: ChunkingConfig = ChunkingConfig()
     search: SearchSettings = SearchSettings()
+    embedded: EmbeddedIndexSettings = EmbeddedIndexSettings()
     chroma: ChromaSettings = ChromaSettings()

@@ -11,6 +11,7 @@ import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import PurePath
+from typing import Any
 
 from strata.errors import InvalidRequest
 
@@ -20,6 +21,8 @@ PDF, HTML, MARKDOWN, TEXT = "application/pdf", "text/html", "text/markdown", "te
 _SUFFIXES = {".pdf": PDF, ".html": HTML, ".htm": HTML, ".xhtml": HTML, ".md": MARKDOWN, ".markdown": MARKDOWN,
              ".mdx": MARKDOWN}
 _BLOCK_TAGS = "h1,h2,h3,h4,h5,h6,p,li,pre,blockquote,td,th,dt,dd,figcaption,caption"
+_BLOCKS = frozenset(_BLOCK_TAGS.split(","))
+_CONTAINERS = frozenset({"li", "td", "th", "blockquote", "dd"})
 _BLANK = re.compile(r"\n\s*\n")
 
 
@@ -118,13 +121,17 @@ def _html(text: str) -> tuple[str | None, list[_Block]]:
     title = title_node.text(strip=True) if title_node is not None else None
     blocks: list[_Block] = []
     for node in tree.css(_BLOCK_TAGS):
-        if node.tag in ("li", "td", "th", "blockquote", "dd") and node.css_first("p,li,pre,h1,h2,h3,h4") is not None:
+        if node.tag in _CONTAINERS and _has_block_child(node):
             continue  # its block children carry the text
         words = " ".join(node.text(deep=True).split())
         if words:
             tag = node.tag or ""
             blocks.append(_Block(words, heading=tag[:1] == "h" and tag[1:].isdigit()))
     return title or None, blocks
+
+
+def _has_block_child(node: Any) -> bool:
+    return any(child.tag in _BLOCKS for child in node.traverse(include_text=False) if child.mem_id != node.mem_id)
 
 
 def _markdown(text: str) -> tuple[str | None, list[_Block]]:

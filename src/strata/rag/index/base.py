@@ -6,7 +6,7 @@ whose ACL shares a token with it, and must return ``k`` of them whenever ``k`` r
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -31,6 +31,15 @@ class IndexHit:
     score: float  # higher is better (cosine similarity for dense, BM25 for lexical)
 
 
+class ChunkSource(Protocol):
+    """The database's view of a collection, for a backend to restore its ACL map or rebuild its files."""
+
+    def acl_rows(self) -> Iterator[tuple[int, str, Sequence[str]]]:
+        """(key, document id, ACL tokens) of every chunk."""
+
+    def chunks(self) -> Iterator[IndexedChunk]: ...
+
+
 class IndexBackend(Protocol):
     """One collection's indexes. Calls are synchronous (the service runs them off the event loop)."""
 
@@ -44,6 +53,9 @@ class IndexBackend(Protocol):
     def search_dense(self, vector: np.ndarray, k: int, allowed: frozenset[str]) -> list[IndexHit]: ...
 
     def search_lexical(self, query: str, k: int, allowed: frozenset[str]) -> list[IndexHit]: ...
+
+    def flush(self) -> None:
+        """Make the changes so far durable and visible (called after each document or batch)."""
 
     def count(self) -> int: ...
 

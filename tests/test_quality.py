@@ -134,6 +134,8 @@ def test_a_sampled_answer_is_scored_into_the_store_the_ledger_the_trace_and_the_
     assert quality["attributes"]["strata.quality.judge.version"] == "helpfulness@1"
     assert [c["attributes"]["strata.role"] for c in quality["children"]] == ["judge"]
     assert q.admin("GET", f"/admin/traces/{rid}").json()["trace_id"] == trace_id  # by request id too
+    listed = q.admin("GET", "/admin/traces?route=chat").json()["data"]
+    assert rid in [t["request_id"] for t in listed] and all(t["name"] == "chat chat" for t in listed)
 
     assert (q.metric("strata_quality_score_count", route="chat", deployment="chat-dep", scorer="judge") or 0) >= 1
     assert (q.metric("strata_quality_samples_total", route="chat", outcome="scored") or 0) >= 1

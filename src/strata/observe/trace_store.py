@@ -32,6 +32,7 @@ TRACE_ID = re.compile(r"^[0-9a-f]{32}$")
 COLUMNS = ["trace_id", "request_id", "started_at", "duration_ms", "name", "route", "status", "spans"]
 SUMMARY = [getattr(TraceRow, c) for c in COLUMNS if c != "spans"]
 MAX_LIMIT = 1000
+LATE = "quality "  # the name of a request's late span row (``observe.quality``): merged by ``get``, not listed
 Rows = list[dict[str, Any]]  # ``TraceStore.list`` hides the builtin inside the class
 Entry = tuple[str, str, datetime, float, str, str | None, int | None, bytes]  # COLUMNS, spans as JSON
 
@@ -95,18 +96,21 @@ class TraceStore:
     def list(self, request_id: str | None = None, route: str | None = None, status: int | None = None,
              min_duration_ms: float | None = None, limit: int = 50, teams: Collection[str] | None = None) -> Rows:
         """Summaries of the newest traces that match, newest first (no spans). ``teams``: only traces of
-        requests made by these teams' keys (the ``strata.team`` span attribute), read from the spans."""
+        requests made by these teams' keys (the ``strata.team`` span attribute), read from the spans. A
+        request's late quality span (its own row) is not a trace of its own here."""
         limit = max(1, min(limit, MAX_LIMIT))
         if self.db is None:
             with self._lock:
                 kept: Rows = [dict(zip(COLUMNS, e, strict=True)) for e in self._memory]
-            found = [r for r in reversed(kept) if (request_id is None or r["request_id"] == request_id)
+            found = [r for r in reversed(kept) if not r["name"].startswith(LATE)
+                     and (request_id is None or r["request_id"] == request_id)
                      and (route is None or r["route"] == route) and (status is None or r["status"] == status)
                      and (min_duration_ms is None or r["duration_ms"] >= min_duration_ms)
                      and (teams is None or team_of(_span_dicts(r["spans"])) in teams)]
             found.sort(key=lambda r: r["started_at"], reverse=True)
             return [_summary(r) for r in found[:limit]]
         q = select(*SUMMARY, TraceRow.spans) if teams is not None else select(*SUMMARY)
+        q = q.where(TraceRow.name.notlike(LATE + "%"))
         if request_id is not None:
             q = q.where(TraceRow.request_id == request_id)
         if route is not None:

@@ -24,6 +24,7 @@ from strata.errors import ConfigError
 from strata.observe.quality.config import QualityConfig, QualitySettings
 from strata.observe.quality.scorers import Registry, Sample, Score, Scorer, ScorerContext
 from strata.observe.quality.store import write
+from strata.observe.trace_store import LATE
 from strata.observe.tracing import Trace
 
 if TYPE_CHECKING:
@@ -172,7 +173,7 @@ def _late_trace(flow: Flow, sample: Sample) -> Trace | None:
     if call.trace is None or flow.root is None:
         return None
     late = Trace(call.trace.trace_id, flow.root.span_id, call.request_id)
-    span = late.start(f"quality {sample.route}", None, attrs={
+    span = late.start(f"{LATE}{sample.route}", None, attrs={
         "strata.request_id": sample.request_id, "strata.route": sample.route, "strata.quality.sampled": True})
     span.set("strata.deployment", sample.deployment)
     span.set("strata.team", sample.team)

@@ -60,7 +60,7 @@ def acme(strata: StrataProcess) -> dict[str, Any]:
 
 def ask(client: openai.OpenAI, question: str, **kw: Any) -> tuple[Any, dict[str, str]]:
     raw = client.chat.completions.with_raw_response.create(
-        model="smollm2", messages=[{"role": "user", "content": question}], max_tokens=24, temperature=0, **kw)
+        model="smollm2", messages=[{"role": "user", "content": question}], max_tokens=8, temperature=0, **kw)
     return raw.parse(), dict(raw.headers)
 
 
@@ -124,7 +124,7 @@ def test_each_team_gets_its_own_handbook(strata: StrataProcess, acme: dict[str, 
 
 def test_file_search_on_the_responses_api(strata: StrataProcess, acme: dict[str, Any]) -> None:
     tool: Any = {"type": "file_search", "vector_store_ids": [acme["store"]], "max_num_results": 2}
-    r = acme["member"].responses.create(model="smollm2", input=QUESTION, tools=[tool], max_output_tokens=24,
+    r = acme["member"].responses.create(model="smollm2", input=QUESTION, tools=[tool], max_output_tokens=8,
                                         include=["file_search_call.results"])
     search, message = r.output[0], r.output[1]
     assert search.type == "file_search_call" and search.status == "completed"

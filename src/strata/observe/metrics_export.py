@@ -23,7 +23,6 @@ import socket
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from pydantic import Field
@@ -121,18 +120,16 @@ def _created(family: Family) -> dict[tuple[tuple[str, str], ...], int]:
             if s.name.endswith("_created")}
 
 
-def _number_points(family: Family, now: int, suffix: str, rename: Callable[[dict[str, str]], dict[str, str]],
-                   ) -> list[metrics_pb2.NumberDataPoint]:
+def _number_points(family: Family, now: int, suffix: str) -> list[metrics_pb2.NumberDataPoint]:
     from opentelemetry.proto.metrics.v1.metrics_pb2 import NumberDataPoint
 
     created = _created(family)
-    return [NumberDataPoint(attributes=_attrs(rename(s.labels)), as_double=s.value, time_unix_nano=now,
+    return [NumberDataPoint(attributes=_attrs(s.labels), as_double=s.value, time_unix_nano=now,
                             start_time_unix_nano=created.get(tuple(sorted(s.labels.items())), 0))
             for s in family.samples if s.name == family.name + suffix]
 
 
-def _histogram_points(family: Family, now: int, rename: Callable[[dict[str, str]], dict[str, str]],
-                      ) -> list[metrics_pb2.HistogramDataPoint]:
+def _histogram_points(family: Family, now: int) -> list[metrics_pb2.HistogramDataPoint]:
     from opentelemetry.proto.metrics.v1.metrics_pb2 import HistogramDataPoint
 
     series: dict[tuple[tuple[str, str], ...], dict[str, Any]] = {}
@@ -149,7 +146,7 @@ def _histogram_points(family: Family, now: int, rename: Callable[[dict[str, str]
         buckets = sorted(one["buckets"])
         counts = [int(c - (buckets[i - 1][1] if i else 0)) for i, (_, c) in enumerate(buckets)]
         points.append(HistogramDataPoint(
-            attributes=_attrs(rename(one["labels"])), time_unix_nano=now,
+            attributes=_attrs(one["labels"]), time_unix_nano=now,
             start_time_unix_nano=int(one.get("_created", 0) * 1e9), count=int(one.get("_count", 0)),
             sum=one.get("_sum", 0.0), bucket_counts=counts,
             explicit_bounds=[le for le, _ in buckets if le != float("inf")]))
@@ -160,26 +157,39 @@ def _unit(name: str) -> str:
     return "s" if name.endswith("_seconds") else "{token}" if name.endswith("_tokens") else ""
 
 
-def convert(family: Family, now: int, name: str | None = None, unit: str | None = None,
-            description: str | None = None,
-            rename: Callable[[dict[str, str]], dict[str, str]] = dict) -> metrics_pb2.Metric | None:
+def convert(family: Family, now: int) -> metrics_pb2.Metric | None:
     """One Prometheus metric family as one OTLP metric (None for a type Strata does not use)."""
     from opentelemetry.proto.metrics.v1.metrics_pb2 import AGGREGATION_TEMPORALITY_CUMULATIVE as CUMULATIVE
     from opentelemetry.proto.metrics.v1.metrics_pb2 import Gauge, Histogram, Metric, Sum
 
-    m = Metric(name=name or family.name, unit=_unit(family.name) if unit is None else unit,
-               description=family.documentation if description is None else description)
+    m = Metric(name=family.name, unit=_unit(family.name), description=family.documentation)
     if family.type == "counter":
-        m.sum.CopyFrom(Sum(data_points=_number_points(family, now, "_total", rename),
+        m.sum.CopyFrom(Sum(data_points=_number_points(family, now, "_total"),
                            aggregation_temporality=CUMULATIVE, is_monotonic=True))
     elif family.type == "gauge":
-        m.gauge.CopyFrom(Gauge(data_points=_number_points(family, now, "", rename)))
+        m.gauge.CopyFrom(Gauge(data_points=_number_points(family, now, "")))
     elif family.type == "histogram":
-        m.histogram.CopyFrom(Histogram(data_points=_histogram_points(family, now, rename),
+        m.histogram.CopyFrom(Histogram(data_points=_histogram_points(family, now),
                                        aggregation_temporality=CUMULATIVE))
     else:
         return None
     return m
+
+
+def genai_view(m: metrics_pb2.Metric, view: GenAiView, engines: Mapping[str, Any]) -> metrics_pb2.Metric:
+    """A copy of the converted ``strata_*`` metric under its GenAI name, each point with GenAI attributes."""
+    from opentelemetry.proto.metrics.v1.metrics_pb2 import Metric
+
+    g = Metric()
+    g.CopyFrom(m)
+    g.name, g.unit, g.description = view.name, view.unit, view.description
+    kind = g.WhichOneof("data")
+    assert kind is not None  # convert() always sets one
+    for point in getattr(g, kind).data_points:
+        labels = {kv.key: kv.value.string_value for kv in point.attributes}
+        del point.attributes[:]
+        point.attributes.extend(_attrs(genai_attributes(labels, engines)))
+    return g
 
 
 def export_request(families: Iterable[Family], resource: Mapping[str, str], engines: Mapping[str, Any] | None,
@@ -193,13 +203,11 @@ def export_request(families: Iterable[Family], resource: Mapping[str, str], engi
     now = now or time.time_ns()
     metrics = []
     for family in families:
-        if (m := convert(family, now)) is not None:
-            metrics.append(m)
-        view = GENAI.get(family.name)
-        if view is not None and engines is not None:
-            rename = partial(genai_attributes, engines=engines)
-            if (g := convert(family, now, view.name, view.unit, view.description, rename)) is not None:
-                metrics.append(g)
+        if (m := convert(family, now)) is None:
+            continue
+        metrics.append(m)
+        if (view := GENAI.get(family.name)) is not None and engines is not None:
+            metrics.append(genai_view(m, view, engines))
     scope = ScopeMetrics(scope=InstrumentationScope(name="strata", version=__version__), metrics=metrics)
     rm = ResourceMetrics(resource=Resource(attributes=_attrs(resource)), scope_metrics=[scope])
     return bytes(ExportMetricsServiceRequest(resource_metrics=[rm]).SerializeToString())

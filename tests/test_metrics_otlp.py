@@ -167,3 +167,16 @@ def test_the_metrics_go_beside_the_traces() -> None:
     env["OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"] = "http://m:9/custom"
     assert resolve_metrics_endpoint(OtlpSettings(), env) == "http://m:9/custom"
     assert resolve_metrics_endpoint(OtlpSettings(), {}) is None
+
+
+async def test_the_final_counts_go_out_on_shutdown(
+        upstream: FaultyUpstream, receiver: MetricsReceiver, tmp_path: Path) -> None:
+    """An interval longer than the gateway's life: the only export is the one shutdown sends."""
+    cfg = settings(receiver)
+    cfg["metrics"] = {"export_interval": 3600}
+    async with gateway(tmp_path, route(dep("d1", upstream, "ok")), **cfg) as client:
+        for _ in range(2):
+            assert (await chat(client)).status_code == 200
+        assert receiver.exports == []
+    assert len(receiver.exports) == 1
+    assert point(receiver.latest()["strata_requests"], "sum", deployment="d1").as_double == 2

@@ -225,8 +225,8 @@ class PipelineRunner:
         src, out = result.input, result.output
         edges = [Edge("dataset_version", src.id, "pipeline_run", result.id, spec.name),
                  Edge("pipeline_run", result.id, "dataset_version", out.id, spec.name)]
-        edges += [Edge("step_run", s.node, "dataset_version", out.id, f"step {s.index}") for s in result.steps]
         if result.created:
+            edges += [Edge("step_run", s.node, "dataset_version", out.id, f"step {s.index}") for s in result.steps]
             edges += [Edge("record", record_node(src.id, i), "record", record_node(out.id, o), spec.name)
                       for o, ins in origin.items() for i in sorted(ins)]
         with self.store.db.begin() as conn:

@@ -197,7 +197,7 @@ async def show_pipeline_run(state: AppState, request: Request) -> dict[str, Any]
 def _sync_embed(state: AppState, route: str, request: Request) -> SyncEmbed:
     """The embed step runs in a worker thread; its embeddings go through the gateway's route (attempts,
     breakers, metrics) on the event loop, each batch a ledger row of role ``embedding`` under this request's
-    id and the caller's key."""
+    id (the client's X-Request-Id, else a new one) and the caller's key."""
     embed = embedder(state, route)
     assert embed is not None
     loop = asyncio.get_running_loop()

@@ -103,6 +103,8 @@ def test_similar_distributions_are_not_worse() -> None:
                     scores=[rng.gauss(0.8, 0.1) for _ in range(60)])
     primary = window(800, ok=lambda i: rng.random() > 0.01, latency=lambda i: rng.lognormvariate(-2, 0.5),
                      scores=[rng.gauss(0.8, 0.1) for _ in range(200)])
+    canary.quality.extend((0.0, rng.gauss(0.8, 0.1)) for _ in range(40))  # online quality scores
+    primary.quality.extend((0.0, rng.gauss(0.8, 0.1)) for _ in range(150))
     verdict = compare(canary, primary, CanaryConfig())
     assert all(c.decided for c in verdict.checks), verdict.as_dict()
     assert verdict.worse == []

@@ -28,6 +28,7 @@ import httpx
 import pytest
 import yaml
 
+from strata.observe.metrics import Metrics
 from tests.receivers import WebhookReceiver
 from tests.servers import StrataProcess, openai_route, wait_for
 from tests.upstreams import POISON, FaultyUpstream, free_port
@@ -50,7 +51,6 @@ AMTOOL, ALERTMANAGER = tool("amtool"), tool("alertmanager", "prometheus-alertman
 needs = pytest.mark.skipif(None in (PROMTOOL, PROMETHEUS, AMTOOL, ALERTMANAGER),
                            reason="prometheus/promtool/alertmanager/amtool not found on PATH or in .tools/usr/bin "
                                   "(run `make tools`: it unpacks Debian's prometheus and prometheus-alertmanager)")
-pytestmark = needs
 
 
 DEBIAN_AM_DATA = Path("/usr/share/prometheus/alertmanager")  # Debian's build reads default.tmpl from here
@@ -73,6 +73,20 @@ def run(*argv: str | Path | None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([str(a) for a in argv], capture_output=True, text=True, timeout=300)
 
 
+def test_rules_use_only_metrics_strata_exports() -> None:
+    """Every metric an expression reads is one Strata exports (or Prometheus' own ``up``)."""
+    exported = {"up"}
+    for family in Metrics().registry.collect():
+        suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_sum", "_count"]}.get(family.type, [""])
+        exported |= {family.name + s for s in suffixes}
+    groups = yaml.safe_load((DEPLOY / "strata-rules.yml").read_text())["groups"]
+    exprs = " ".join(r["expr"] for g in groups for r in g["rules"])
+    used = set(re.findall(r"(?<![:\w])(strata_\w+|up)\b(?!:)", exprs))
+    assert used - exported == set()
+    assert {"strata_slo_objective", "strata_quality_score_sum", "strata_drift_detected"} <= used
+
+
+@needs
 def test_promtool_accepts_the_shipped_rules_and_config() -> None:
     for args in (("check", "rules", DEPLOY / "strata-rules.yml"), ("check", "config", DEPLOY / "prometheus.yml")):
         done = run(PROMTOOL, *args)
@@ -82,6 +96,7 @@ def test_promtool_accepts_the_shipped_rules_and_config() -> None:
 RULE_TESTS = [DEPLOY / "strata-rules.test.yml", DEPLOY / "strata-rules-long.test.yml"]  # minutes; days and weeks
 
 
+@needs
 def test_rules_unit_tests_pass_for_every_tier_and_burn_rate() -> None:
     cases = [case for f in RULE_TESTS for case in yaml.safe_load(f.read_text())["tests"]]
     tested = {t["alertname"] for case in cases for t in case["alert_rule_test"] if t.get("exp_alerts")}
@@ -93,6 +108,7 @@ def test_rules_unit_tests_pass_for_every_tier_and_burn_rate() -> None:
     assert done.returncode == 0 and done.stdout.count("SUCCESS") == 2, done.stdout + done.stderr
 
 
+@needs
 def test_alertmanager_config_is_valid_and_routes_each_tier_to_its_receiver() -> None:
     config = DEPLOY / "alertmanager.yml"
     done = run(AMTOOL, "check-config", config)
@@ -202,6 +218,7 @@ def names(alerts: list[dict[str, Any]]) -> set[str]:
     return {a["labels"]["alertname"] for a in alerts}
 
 
+@needs
 def test_ten_percent_errors_page_and_a_dashboard_alert_does_not(stack: Stack) -> None:
     deadline = time.monotonic() + 75
     wanted = {"StrataHighErrorRate", "StrataAvailabilityBudgetBurnFast"}
@@ -230,6 +247,7 @@ def test_ten_percent_errors_page_and_a_dashboard_alert_does_not(stack: Stack) ->
     assert "StrataUpstreamAttemptsFailing" not in names(received(stack, "page")) | names(received(stack, "ticket"))
 
 
+@needs
 def test_strata_events_go_through_alertmanager_routing(stack: Stack) -> None:
     """An auth lockout (3 failed authentications here) is an operator event; Strata forwards it to Alertmanager,
     whose shipped routing sends its tier (ticket) to the ticket receiver. Last in the module: the lockout

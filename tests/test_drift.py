@@ -106,6 +106,7 @@ async def test_check_loop_flags_a_shift_once_per_onset(engine: Engine) -> None:
         for i, p in enumerate(prompts):
             monitor.offer(Observation("chat", "chat-dep", clock.now.timestamp() + i, p, "Sure, here it is.",
                                       len(p) // 4, 8, tool_call=False))
+            monitor.record_retrieved("chat", [fake_embedding(p + " chunk")])  # what the RAG stage would report
         await monitor.flush()
         clock.now += timedelta(seconds=len(prompts) + 1)
 
@@ -130,6 +131,7 @@ async def test_check_loop_flags_a_shift_once_per_onset(engine: Engine) -> None:
     by_name = {s["signal"]: s for s in report["signals"]}
     assert by_name["language"]["statistic"] > 0.9 and by_name["language"]["p_adjusted"] < 0.01
     assert by_name["answer_tokens"]["detected"] is False  # the answers did not change
+    assert by_name["retrieved_embedding"]["n_current"] == 30 and by_name["retrieved_embedding"]["detected"]
     [report] = await monitor.check()  # still drifting: no second event
     assert len(events.list(kind="drift_detected")) == 1
     event = events.list(kind="drift_detected")[0]

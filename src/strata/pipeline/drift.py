@@ -28,9 +28,9 @@ class Drift(Stage):
         if flow.sampled and flow.call.status == 200 and (monitor := flow.state.observe.drift) is not None:
             from strata.observe.drift.features import Observation, prompt_text
 
-            call = flow.call
+            call, cut = flow.call, monitor.cfg.max_text_chars  # only the cut text waits in memory
             monitor.offer(Observation(
                 route=call.route or "", deployment=call.deployment, at=call.started_wall,
-                prompt=prompt_text(flow.body or {}), answer=call.answer_text or "",
+                prompt=prompt_text(flow.body or {})[:cut], answer=(call.answer_text or "")[:cut],
                 prompt_tokens=call.prompt_tokens, answer_tokens=call.completion_tokens,
                 tool_call=call.finish == "tool_calls"))

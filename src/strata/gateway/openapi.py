@@ -34,6 +34,7 @@ from strata.gateway.vector_stores_api import (
     CreateFileBatch,
     CreateVectorStore,
     CreateVectorStoreFile,
+    IngestDataset,
     SearchVectorStore,
     UpdateVectorStore,
     UpdateVectorStoreFile,
@@ -45,7 +46,8 @@ from strata.routing.config import DeploymentConfig, RouteConfig
 MODELS: list[type[BaseModel]] = [ChatRequest, CompletionRequest, EmbeddingRequest, ResponsesRequest, FeedbackRequest,
                                  CreateKey, LimitRule, BudgetRule, RouteConfig, DeploymentConfig, CreateDataset,
                                  RunPipeline, CreateVectorStore, UpdateVectorStore, CreateVectorStoreFile,
-                                 UpdateVectorStoreFile, CreateFileBatch, SearchVectorStore]
+                                 UpdateVectorStoreFile, CreateFileBatch, SearchVectorStore,
+                                 IngestDataset]
 ERROR_STATUSES = {"400": "Invalid request", "401": "Missing or invalid key", "403": "Not allowed for this key",
                   "404": "Not found", "413": "Request body too large", "429": "Rate limit or budget exceeded"}
 UPSTREAM_STATUSES = {"502": "The engine failed", "503": "No deployment available", "504": "The engine timed out"}
@@ -90,6 +92,8 @@ def _vector_store_ops() -> dict[tuple[str, str], Op]:
         ("POST", f"{vs}{b}/cancel"): Op("Cancel a file batch's files not yet ingested", "vector_stores", "key"),
         ("GET", f"{vs}{b}/files"): Op("List a file batch's files", "vector_stores", "key", query=(*page, "filter"),
                                       response="List"),
+        ("POST", f"{vs}/datasets"): Op("Strata: ingest a dataset version's documents (incremental)",
+                                       "vector_stores", "key", "IngestDataset"),
         ("POST", f"{vs}/search"): Op("Search a vector store as the caller (ACL applied inside the search)",
                                      "vector_stores", "key", "SearchVectorStore", "Object"),
     }
@@ -197,6 +201,8 @@ OPERATIONS: dict[tuple[str, str], Op] = {
     ("GET", "/admin/audit/verify"): Op("Verify the audit log's hash chain; names the first bad entry", "audit"),
     ("GET", "/admin/events"): Op("Recent events (rollouts, breakers, alerts)", "events", query=("kind", "subject"),
                                  response="List"),
+    ("GET", "/admin/slo"): Op("Per route SLOs from the ledger: SLI, error budget left, burn rates over 1h/6h/3d",
+                              "slo", query=("route",), response="List"),
     **{(m, f"/admin/{kind}{tail}"): op for kind, rule in (("limits", "LimitRule"), ("budgets", "BudgetRule"))
        for (m, tail), op in {
            ("GET", ""): Op(f"List {kind}", "policies", response="List"),

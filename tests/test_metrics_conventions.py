@@ -23,6 +23,9 @@ from tests.upstreams import FaultyUpstream
 
 PRICE = {"input_per_mtok": 1.0, "output_per_mtok": 2.0}
 BASE_UNITS = ("seconds", "bytes", "tokens", "usd", "ratio")
+# Histograms of a dimensionless value that is not a share of anything: the unit is left out, as Prometheus
+# advises for unitless values (the quality score is 0..1 per answer; `_ratio` would read as a share of requests).
+DIMENSIONLESS = {"strata_quality_score"}
 NON_BASE_UNITS = re.compile(r"_((milli|micro|nano|kilo|mega|giga)[a-z]+|secs?|ms|us|ns|minutes?|hours?|days?|kb|mb|gb|"
                             r"percent|percentage|pct)(_|$)")
 
@@ -79,7 +82,7 @@ def test_units_are_in_the_name_and_in_base_units(exposition: str) -> None:
     assert [name for name in kinds if NON_BASE_UNITS.search(name)] == []
     histograms = [name for name, kind in kinds.items() if kind == "histogram"]
     assert "strata_time_to_first_token_seconds" in histograms
-    assert [name for name in histograms if not name.endswith(BASE_UNITS)] == []
+    assert [name for name in histograms if not name.endswith(BASE_UNITS) and name not in DIMENSIONLESS] == []
 
 
 def test_the_canary_share_is_a_ratio(exposition: str) -> None:

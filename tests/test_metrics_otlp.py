@@ -96,9 +96,11 @@ def settings(receiver: MetricsReceiver) -> dict[str, Any]:
 
 async def test_the_collector_gets_the_same_counts_as_metrics_and_the_genai_metrics(
         upstream: FaultyUpstream, receiver: MetricsReceiver, tmp_path: Path) -> None:
-    async with gateway(tmp_path, route(dep("d1", upstream, "ok")), **settings(receiver)) as client:
+    bad = {**route(dep("d2", upstream, "err500"), retries=0), "name": "bad"}
+    async with gateway(tmp_path, route(dep("d1", upstream, "ok")), bad, **settings(receiver)) as client:
         for _ in range(3):
             assert (await chat(client)).status_code == 200
+        assert (await chat(client, "bad")).status_code >= 500
         async with client.stream("POST", "/v1/chat/completions",
                                  json={"model": "m", "stream": True,
                                        "messages": [{"role": "user", "content": "hi"}]}) as r:
@@ -137,6 +139,13 @@ async def test_the_collector_gets_the_same_counts_as_metrics_and_the_genai_metri
     for kind in ("input", "output"):
         t = point(tokens, "histogram", **{"gen_ai.token.type": kind})
         assert t.count == 4 and t.sum > 0 and attrs(t)["gen_ai.operation.name"] == "chat"
+    attempts = got["gen_ai.client.operation.duration"]  # Strata as the engines' client: one point per outcome
+    ok = point(attempts, "histogram", **{"strata.deployment": "d1"})
+    assert ok.count == 4 and "error.type" not in attrs(ok)
+    assert attrs(ok)["gen_ai.request.model"] == "ok" and attrs(ok)["strata.route"] == "m"
+    failed = point(attempts, "histogram", **{"strata.deployment": "d2"})
+    assert failed.count == 1 and attrs(failed)["error.type"] not in ("", "ok")
+    assert attrs(failed)["strata.route"] == "bad"
     assert receiver.resource()["service.name"] == "strata"
 
 

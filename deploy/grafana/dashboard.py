@@ -92,6 +92,11 @@ ROWS: list[tuple[str, list[Panel]]] = [
         Panel("p95 latency by deployment", [(f"histogram_quantile(0.95, sum by (le, deployment) "
                                              f"(rate(strata_request_duration_seconds_bucket{{{RD}}}[{I}])))",
                                              "{{deployment}}")], "s"),
+        Panel("p95 upstream attempt latency", [(f"histogram_quantile(0.95, sum by (le, deployment) "
+                                                f"(rate(strata_upstream_attempt_duration_seconds_bucket{{{D}}}[{I}])))",
+                                                "{{deployment}}")], "s",
+              description="One call to the engine, retries each counted (GenAI: gen_ai.client.operation.duration); "
+                          "the gap to the request latency is the gateway's own time."),
         Panel("Upstream attempts by outcome", [(f"sum by (deployment, outcome) (rate(strata_upstream_attempts_total"
                                                 f"{{{D}}}[{I}]))", "{{deployment}} {{outcome}}")], "reqps"),
         Panel("Canary traffic share", [(f"max by (route, deployment) (strata_canary_traffic_ratio{{{RD}}})",

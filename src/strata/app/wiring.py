@@ -43,7 +43,7 @@ from strata.observe.events import EventStore
 from strata.observe.journal import Journal
 from strata.observe.ledger import LedgerWriter
 from strata.observe.metrics import Metrics
-from strata.observe.metrics_export import Engines, MetricsExporter, resolve_metrics_endpoint
+from strata.observe.metrics_export import Deployments, MetricsExporter, resolve_metrics_endpoint
 from strata.observe.quality.sampler import QualitySampler
 from strata.observe.service import Observe
 from strata.observe.tracing import TraceExporter, Tracer, TraceSink
@@ -103,7 +103,8 @@ def build_state(settings: Settings) -> AppState:
     observe = Observe(metrics=metrics, ledger=ledger, events=events, audit=audit,
                       tracer=_tracer(settings, db, metrics), alerts=_alerts(settings, events, secrets, metrics))
     routing = Routing(router=router, engines=engines, route_changes=route_changes, rollouts=rollouts, health=health)
-    observe.metrics_exporter = _metrics_exporter(settings, metrics, lambda: routing.engines)
+    observe.metrics_exporter = _metrics_exporter(settings, metrics, lambda: {
+        d.name: (r.name, routing.engines.get(d.name)) for r in router.routes.values() for d in r.deployments})
     state = AppState(settings=settings, db=db, governance=governance, routing=routing, observe=observe,
                      files=FileStore(db, settings.files, settings.data_dir),
                      data=DataService(db, settings.data, settings.data_dir))
@@ -117,10 +118,7 @@ def build_state(settings: Settings) -> AppState:
     auth.lockout = AuthLockout(settings.abuse, _lockout_reporter(state))
     routing.refresh_scorers(partial(embedder, state))
     routing.seen_change = route_changes.version()
-    try:
-        state.vector_stores = _vector_stores(state)
-    except NotImplementedError:  # until rag.RagService lands (issue 10, RG): vector stores answer 404
-        log.warning("RAG service not available yet: /v1/vector_stores and rag: routes are off")
+    state.vector_stores = _vector_stores(state)
     observe.quality = QualitySampler(state, settings.quality)
     observe.quality.check(routes)
     if settings.drift.enabled:
@@ -140,7 +138,8 @@ def _vector_stores(state: AppState) -> VectorStores:
     embed = embedder(state, settings.rag.embeddings_route)
     assert embed is not None
     lineage = Lineage(state.db)
-    rag = RagService(state.db, settings.rag, settings.data_dir, embed, lineage=lineage)
+    rag = RagService(state.db, settings.rag, settings.data_dir, embed, lineage=lineage,
+                     datasets=state.data.store if state.data is not None else None)
     assert state.files is not None
 
     def spawn(work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
@@ -217,14 +216,14 @@ def _tracer(settings: Settings, db: DbEngine, metrics: Metrics) -> Tracer:
     return Tracer(cfg, exporter, store)
 
 
-def _metrics_exporter(settings: Settings, metrics: Metrics, engines: Engines) -> MetricsExporter | None:
+def _metrics_exporter(settings: Settings, metrics: Metrics, deployments: Deployments) -> MetricsExporter | None:
     """The OTLP metrics export (``observe.metrics_export``), beside the traces' collector, when there is one."""
     url = resolve_metrics_endpoint(settings.tracing.otlp, os.environ) if settings.metrics.otlp else None
     if url is None:
         return None
     log.info("metrics: exporting by OTLP to %s every %gs", url, settings.metrics.export_interval)
     return MetricsExporter(metrics.registry, url, settings.tracing.otlp, settings.metrics,
-                           settings.tracing.service_name, engines, metrics.metrics_export_failures.inc)
+                           settings.tracing.service_name, deployments, metrics.metrics_export_failures.inc)
 
 
 def _journal(settings: Settings) -> Journal | None:

@@ -59,6 +59,11 @@ class Metrics:
                                        registry=r)
         self.attempts = Counter("strata_upstream_attempts_total", "Attempts on deployments, by outcome",
                                 ["deployment", "outcome"], registry=r)
+        self.attempt_duration = Histogram("strata_upstream_attempt_duration_seconds", "One attempt on a "
+                                          "deployment's engine, by outcome (ok or the error code): "
+                                          "gen_ai.client.operation.duration", ["deployment", "outcome"],
+                                          buckets=LATENCY_BUCKETS, registry=r)
+        self._attempt_children: dict[tuple[str, str], tuple[Any, Any]] = {}
         self.breaker = Gauge("strata_deployment_breaker_state", "0 closed, 1 half-open, 2 open (ejected)",
                              ["deployment"], registry=r)
         self.deployment_in_flight = Gauge("strata_deployment_in_flight", "Requests held by a deployment",
@@ -145,6 +150,16 @@ class Metrics:
             found = self._token_children[key] = (h.labels(route, deployment, operation, "input"),
                                                  h.labels(route, deployment, operation, "output"))
         return found
+
+    def attempt_ended(self, deployment: str, outcome: str, seconds: float) -> None:
+        """Count and time one attempt (children cached like ``token_usage``'s)."""
+        key = (deployment, outcome)
+        found = self._attempt_children.get(key)
+        if found is None:
+            found = self._attempt_children[key] = (self.attempts.labels(deployment, outcome),
+                                                   self.attempt_duration.labels(deployment, outcome))
+        found[0].inc()
+        found[1].observe(seconds)
 
     def render(self) -> bytes:
         """The text exposition, without the ``_created`` series prometheus_client adds to counters and

@@ -9,8 +9,9 @@ series' creation), so an export that fails loses nothing; the next one carries t
 Names: each ``strata_*`` family keeps its Prometheus name (a counter without ``_total``, which OTLP-to-Prometheus
 translation adds back), so dashboards work on either path. With ``metrics.genai: true`` the export also
 carries the OpenTelemetry GenAI metrics, computed from the same series (``GENAI``): the route is
-``gen_ai.request.model``, the deployment's engine model ``gen_ai.response.model``, its engine type
-``gen_ai.provider.name``.
+``gen_ai.request.model`` of the server metrics, the deployment's engine model ``gen_ai.response.model`` (and the
+request model of ``gen_ai.client.operation.duration``, Strata's own calls to engines), its engine type
+``gen_ai.provider.name``, a failed attempt's outcome ``error.type``.
 """
 
 from __future__ import annotations
@@ -73,6 +74,7 @@ class GenAiView:
     name: str
     unit: str
     description: str
+    client: bool = False  # Strata calling an engine (request model: the engine's), not serving a client
 
 
 GENAI: dict[str, GenAiView] = {
@@ -85,25 +87,31 @@ GENAI: dict[str, GenAiView] = {
         "per-request mean)"),
     "strata_request_tokens": GenAiView(
         "gen_ai.client.token.usage", "{token}", "Tokens per request, by gen_ai.token.type"),
+    "strata_upstream_attempt_duration_seconds": GenAiView(
+        "gen_ai.client.operation.duration", "s", "One attempt on a deployment's engine", client=True),
 }
 
+Deployments = Callable[[], Mapping[str, tuple[str, Any]]]  # deployment -> (its route, its engine)
 
-Engines = Callable[[], Mapping[str, Any]]  # deployment name -> an engine (``engine_type``, ``model``)
 
-
-def genai_attributes(labels: Mapping[str, str], engines: Mapping[str, Any]) -> dict[str, str]:
+def genai_attributes(labels: Mapping[str, str], deployments: Mapping[str, tuple[str, Any]],
+                     view: GenAiView) -> dict[str, str]:
     """The GenAI attributes of one series of a ``GENAI`` family (Strata's labels kept as ``strata.*``)."""
-    route, deployment = labels.get("route", "-"), labels.get("deployment", "-")
-    engine = engines.get(deployment)
+    deployment = labels.get("deployment", "-")
+    owner, engine = deployments.get(deployment, ("-", None))
+    route = labels.get("route", owner)
     engine_type = getattr(engine, "engine_type", None)
+    model = str(getattr(engine, "model", deployment))
     operation = labels.get("operation") or ("embeddings" if engine_type == "sentence-transformers" else "chat")
-    attrs = {"gen_ai.operation.name": operation, "gen_ai.request.model": route, "strata.route": route,
-             "strata.deployment": deployment}
+    attrs = {"gen_ai.operation.name": operation, "gen_ai.request.model": model if view.client else route,
+             "strata.route": route, "strata.deployment": deployment}
     if engine is not None:
         attrs["gen_ai.provider.name"] = str(engine_type)
-        attrs["gen_ai.response.model"] = str(getattr(engine, "model", deployment))
+        attrs["gen_ai.response.model"] = model
     if "token_type" in labels:
         attrs["gen_ai.token.type"] = labels["token_type"]
+    if labels.get("outcome", "ok") != "ok":
+        attrs["error.type"] = labels["outcome"]
     return attrs
 
 
@@ -176,7 +184,8 @@ def convert(family: Family, now: int) -> metrics_pb2.Metric | None:
     return m
 
 
-def genai_view(m: metrics_pb2.Metric, view: GenAiView, engines: Mapping[str, Any]) -> metrics_pb2.Metric:
+def genai_view(m: metrics_pb2.Metric, view: GenAiView, deployments: Mapping[str, tuple[str, Any]],
+               ) -> metrics_pb2.Metric:
     """A copy of the converted ``strata_*`` metric under its GenAI name, each point with GenAI attributes."""
     from opentelemetry.proto.metrics.v1.metrics_pb2 import Metric
 
@@ -188,13 +197,13 @@ def genai_view(m: metrics_pb2.Metric, view: GenAiView, engines: Mapping[str, Any
     for point in getattr(g, kind).data_points:
         labels = {kv.key: kv.value.string_value for kv in point.attributes}
         del point.attributes[:]
-        point.attributes.extend(_attrs(genai_attributes(labels, engines)))
+        point.attributes.extend(_attrs(genai_attributes(labels, deployments, view)))
     return g
 
 
-def export_request(families: Iterable[Family], resource: Mapping[str, str], engines: Mapping[str, Any] | None,
-                   now: int | None = None) -> bytes:
-    """An ``ExportMetricsServiceRequest``: every family, and the GenAI views when ``engines`` is given."""
+def export_request(families: Iterable[Family], resource: Mapping[str, str],
+                   deployments: Mapping[str, tuple[str, Any]] | None, now: int | None = None) -> bytes:
+    """An ``ExportMetricsServiceRequest``: every family, and the GenAI views when ``deployments`` is given."""
     from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
     from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope
     from opentelemetry.proto.metrics.v1.metrics_pb2 import ResourceMetrics, ScopeMetrics
@@ -206,8 +215,8 @@ def export_request(families: Iterable[Family], resource: Mapping[str, str], engi
         if (m := convert(family, now)) is None:
             continue
         metrics.append(m)
-        if (view := GENAI.get(family.name)) is not None and engines is not None:
-            metrics.append(genai_view(m, view, engines))
+        if (view := GENAI.get(family.name)) is not None and deployments is not None:
+            metrics.append(genai_view(m, view, deployments))
     scope = ScopeMetrics(scope=InstrumentationScope(name="strata", version=__version__), metrics=metrics)
     rm = ResourceMetrics(resource=Resource(attributes=_attrs(resource)), scope_metrics=[scope])
     return bytes(ExportMetricsServiceRequest(resource_metrics=[rm]).SerializeToString())
@@ -218,9 +227,9 @@ class MetricsExporter:
     cumulative; a failure is logged and counted in ``strata_metrics_export_failures_total``."""
 
     def __init__(self, registry: CollectorRegistry, url: str, otlp: OtlpSettings, cfg: MetricsSettings,
-                 service_name: str, engines: Engines, on_failure: Callable[[], object]) -> None:
+                 service_name: str, deployments: Deployments, on_failure: Callable[[], object]) -> None:
         self.registry, self.url, self.otlp, self.cfg = registry, url, otlp, cfg
-        self.engines, self.on_failure = engines, on_failure
+        self.deployments, self.on_failure = deployments, on_failure
         self.resource = {"service.name": service_name, "service.version": __version__,
                          "service.instance.id": f"{socket.gethostname()}:{os.getpid()}",
                          "telemetry.sdk.name": "strata"}
@@ -229,7 +238,7 @@ class MetricsExporter:
 
     def encode(self) -> bytes:
         families = [f for f in self.registry.collect() if f.name.startswith("strata_")]
-        body = export_request(families, self.resource, dict(self.engines()) if self.cfg.genai else None)
+        body = export_request(families, self.resource, dict(self.deployments()) if self.cfg.genai else None)
         return gzip.compress(body, compresslevel=1) if self.otlp.compression == "gzip" else body
 
     async def step(self) -> None:

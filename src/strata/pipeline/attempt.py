@@ -209,12 +209,13 @@ def end(state: AppState, call: CallRecord, target: Target, started: float, exc: 
             breaker.release()  # the client left: says nothing about the deployment's health
         else:
             breaker.success()  # the upstream answered (e.g. a 400 for a bad request): it is alive
-    state.observe.metrics.attempts.labels(name, outcome).inc()
+    took = time.perf_counter() - started
+    state.observe.metrics.attempt_ended(name, outcome, took)
     if (span := call.attempt_span) is not None:
         call.attempt_span = None
         attempt_ended(span, call, outcome, exc)
     call.attempts.append({"deployment": name, "outcome": outcome, "status": 200 if exc is None else exc.status,
-                          "ms": round((time.perf_counter() - started) * 1000, 2)})
+                          "ms": round(took * 1000, 2)})
 
 
 async def _within(aw: Awaitable[T], deadline: float | None, route: str) -> T:

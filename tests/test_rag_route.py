@@ -8,6 +8,7 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import openai
 import pytest
 
@@ -145,3 +146,37 @@ def _spans(node: dict[str, Any]) -> list[dict[str, Any]]:
     for child in node.get("children") or []:
         out += _spans(child)
     return out
+
+
+def test_lineage_both_ways_from_a_dataset_version(strata: StrataProcess, acme: dict[str, Any]) -> None:
+    records = [{"id": "parking", "name": "parking.md", "media_type": "text/markdown",
+                "text": "# Parking\n\nStaff park in garage B; visitors use level 1."},
+               {"id": "canteen", "name": "canteen.md", "media_type": "text/markdown",
+                "text": "# Canteen\n\nThe canteen serves lunch from 11:30 to 14:00."}]
+    r = strata.admin("POST", "/admin/datasets", json={"name": "facilities", "team": "acme", "records": records})
+    assert r.status_code == 200, r.text
+    member: openai.OpenAI = acme["member"]
+    store = member.vector_stores.create(name="facilities")
+    ingested = member.post(f"/vector_stores/{store.id}/datasets", body={"dataset": "facilities@1"}, cast_to=object)
+    assert (ingested["added"], ingested["unchanged"]) == (2, 0)  # type: ignore[index]
+    again = member.post(f"/vector_stores/{store.id}/datasets", body={"dataset": "facilities@1"}, cast_to=object)
+    assert (again["added"], again["unchanged"], again["embedded_chunks"]) == (0, 2, 0)  # type: ignore[index]
+
+    raw = member.responses.with_raw_response.create(
+        model="smollm2", input="Where do staff park?", max_output_tokens=8,
+        tools=[{"type": "file_search", "vector_store_ids": [store.id], "max_num_results": 1}])
+    rid = raw.headers["x-request-id"]
+    served_row(strata, rid)
+    down = finished(cli(strata, "lineage", "show", "facilities@1", "--team", "acme", "--json"))
+    assert down.returncode == 0, down.stderr
+    hops = json.loads(down.stdout)["down"]
+    assert ("request", rid) in {(h["dst_kind"], h["dst_id"]) for h in hops}, "version -> ... -> the request"
+    assert {("dataset_version", "record"), ("record", "document"), ("document", "chunk"), ("chunk", "request")} \
+        <= {(h["src_kind"], h["dst_kind"]) for h in hops}
+    up = json.loads(finished(cli(strata, "lineage", "show", rid, "--json")).stdout)["up"]
+    assert "dataset_version" in {h["src_kind"] for h in up}, "request -> chunk -> document -> record -> version"
+    r = strata.admin("POST", "/admin/keys", json={"name": "globex-analyst", "team": "globex", "role": "analyst",
+                                                  "scopes": {"teams": ["globex"]}})
+    analyst = {"Authorization": f"Bearer {r.json()['key']}"}
+    for ref in (rid, "facilities@1?team=acme"):
+        assert httpx.get(f"{strata.url}/admin/lineage/{ref}", headers=analyst).status_code in (403, 404), ref

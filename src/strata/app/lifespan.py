@@ -72,5 +72,7 @@ async def shutdown(state: AppState, loops: LoopRunner) -> None:
     if state.observe.tracer.exporter is not None:
         await asyncio.to_thread(state.observe.tracer.exporter.close)  # the traces of the last requests go out too
     await asyncio.gather(*(e.close() for e in state.routing.engines.values()), return_exceptions=True)
+    if state.vector_stores is not None:
+        await state.vector_stores.rag.close()  # index files flushed and closed
     state.db.dispose()
     log.info("stopped: ledger drained, engines closed")

@@ -312,6 +312,14 @@ class VectorStores:
             s.execute(delete(VectorStoreFileRow).where(VectorStoreFileRow.vector_store_id == vs_id,
                                                        VectorStoreFileRow.file_id == file_id))
 
+    async def ingest_dataset(self, team: str, vs_id: str, version: Any, parent: Any) -> dict[str, Any]:
+        """Make the store hold a dataset version's document records (incremental: only changed records are
+        parsed and embedded; records gone from the version are removed)."""
+        coll = await asyncio.to_thread(self.collection_of, team, vs_id)
+        report = await self.rag.ingest_dataset(team, coll, version, parent=parent)
+        out: dict[str, Any] = report.view()
+        return out
+
     # --- search ------------------------------------------------------------------------------------------------
 
     async def search(self, team: str, vs_ids: list[str], query: str, reader: Reader, *, k: int,

@@ -57,7 +57,7 @@ RULES: dict[tuple[str, str], Rule] = {
         ("DELETE", f"{_VS}/files/{{file_id}}"), ("GET", f"{_VS}/files/{{file_id}}/content"),
         ("POST", f"{_VS}/file_batches"), ("GET", f"{_VS}/file_batches/{{batch_id}}"),
         ("POST", f"{_VS}/file_batches/{{batch_id}}/cancel"), ("GET", f"{_VS}/file_batches/{{batch_id}}/files"),
-        ("POST", f"{_VS}/search"))},
+        ("POST", f"{_VS}/search"), ("POST", f"{_VS}/datasets"))},
     # keys: admins; team admins manage their teams' keys, never above their own role or scopes
     ("POST", "/admin/keys"): Rule("keys.write", "teams"),
     ("GET", "/admin/keys"): Rule("keys.read", "teams"),

@@ -17,7 +17,7 @@ from strata.errors import NotFound
 from strata.files.file_batches import FileBatches
 from strata.files.vector_stores import VectorStores
 from strata.gateway.caller import reader
-from strata.gateway.http import read_json
+from strata.gateway.http import read_json, request_id_of
 from strata.gateway.resource import blocking, endpoint, listing, page
 from strata.gateway.schemas import validate
 from strata.gateway.state import AppState
@@ -61,6 +61,11 @@ class CreateFileBatch(_Body):
     files: list[CreateVectorStoreFile] | None = Field(None, min_length=1, max_length=500)
     attributes: Attributes | None = None
     chunking_strategy: dict[str, Any] | None = None
+
+
+class IngestDataset(_Body):
+    dataset: str = Field(min_length=1, max_length=400, description="NAME@VERSION (or NAME: the newest published) "
+                         "of the key's team; its records with text/content, name, media_type (and acl) fields")
 
 
 class RankingOptions(_Body):
@@ -178,6 +183,22 @@ async def batch_files(request: Request, state: AppState, principal: Principal) -
                                    request.query_params.get("filter"), request.path_params["batch_id"]))
 
 
+async def ingest_dataset(request: Request, state: AppState, principal: Principal) -> Any:
+    """Strata's own: a dataset version's documents into the store (lineage: record -> document)."""
+    from strata.data.store import parse_ref
+    from strata.pipeline.record import CallRecord
+
+    body = await body_of(request, IngestDataset)
+    if state.data is None:
+        raise NotFound("datasets are not enabled on this gateway", code="datasets_disabled")
+    name, version = parse_ref(body["dataset"])
+    v = await blocking(state.data.store.get_version, principal.team, name, version)
+    parent = CallRecord(request_id_of(request, state.new_id), "vector_stores.datasets")
+    parent.principal = principal
+    report = await stores_of(state).ingest_dataset(principal.team, _vs(request), v, parent)
+    return {"object": "vector_store.dataset_ingest", "vector_store_id": _vs(request), "dataset": v.ref, **report}
+
+
 async def search(request: Request, state: AppState, principal: Principal) -> Any:
     req: SearchVectorStore = validate(SearchVectorStore, await read_json(request, BODY_LIMIT))
     queries = [req.query] if isinstance(req.query, str) else req.query
@@ -214,4 +235,5 @@ routes = [
     Route(f"{_VS}/file_batches/{{batch_id}}/cancel", endpoint(cancel_batch), methods=["POST"]),
     Route(f"{_VS}/file_batches/{{batch_id}}/files", endpoint(batch_files), methods=["GET"]),
     Route(f"{_VS}/search", endpoint(search), methods=["POST"]),
+    Route(f"{_VS}/datasets", endpoint(ingest_dataset), methods=["POST"]),
 ]

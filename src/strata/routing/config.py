@@ -173,9 +173,9 @@ class RetrievalConfig(Strict):
     inject: Literal["system", "user"] = Field("system", description="A system message before the conversation, "
                                               "or a preamble to the last user message")
     citation_format: str = Field("[{n}]", description="How passage n is marked (and asked to be cited)")
-    instructions: str = Field("Answer using the numbered passages below when they are relevant, and cite each "
-                              "passage you use by its marker, e.g. {marker}.", description="Put before the "
-                              "passages; {marker} is the first passage's marker")
+    instructions: str = Field("Answer the question with the help of these passages, and cite the passage you "
+                              "used like {marker}.", description="Put before the passages; {marker} is the first "
+                              "passage's marker")
 
     @model_validator(mode="after")
     def _sources(self) -> RetrievalConfig:

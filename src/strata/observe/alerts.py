@@ -28,13 +28,14 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from strata.config.references import STORED, resolve_reference
 from strata.observe.config import AlertSettings
 from strata.observe.metrics import Metrics
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger(__name__)
 ROUTE_KINDS = ("canary_", "drift")  # events whose subject is a route: labelled route= for Alertmanager's inhibition
@@ -109,6 +110,8 @@ class AlertForwarder:
         return out
 
     async def _send(self, batch: Batch, now: float) -> None:
+        import httpx  # loaded when the first event goes out, not when Strata starts
+
         batch.tries += 1
         try:
             await self._post(batch.events)
@@ -130,6 +133,8 @@ class AlertForwarder:
 
     async def _post(self, events: list[dict[str, Any]]) -> None:
         if self.client is None:
+            import httpx
+
             self.client = httpx.AsyncClient(timeout=self.cfg.timeout)
         url = self.cfg.webhook_url or ""
         if self.cfg.format == "alertmanager":

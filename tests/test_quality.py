@@ -28,6 +28,7 @@ from strata.errors import ConfigError
 from strata.observe.quality.config import JudgeConfig, QualityConfig, RubricConfig
 from strata.observe.quality.judge import JudgeFailed, find_rubric, parse
 from strata.observe.quality.report import report, t_quantile, wilson
+from strata.observe.quality.scorers import EmptyScorer, JsonScorer, RefusalScorer, Sample
 from strata.observe.quality.store import request_scores, write
 from strata.routing.analysis import Outcome, Window, compare
 from strata.routing.config import CanaryConfig
@@ -323,6 +324,26 @@ def test_the_newest_rubric_version_is_used_unless_one_is_pinned() -> None:
     assert find_rubric([], "helpfulness", None).version == "1"
     with pytest.raises(ConfigError, match="tone@3"):
         find_rubric(mine, "tone", "3")
+
+
+@pytest.mark.parametrize(("answer", "finish", "fmt", "expected"), [
+    (REFUSAL, "stop", None, {"refusal": (0.0, "refusal"), "empty": (1.0, "complete")}),
+    ("", "stop", None, {"empty": (0.0, "empty")}),
+    ("", "tool_calls", None, {}),  # a tool call is an answer without text: nothing to score
+    ("The answer is", "length", None, {"refusal": (1.0, "answered"), "empty": (0.0, "truncated")}),
+    ('{"a": 1}', "stop", {"type": "json_object"}, {"refusal": (1.0, "answered"), "empty": (1.0, "complete"),
+                                                  "json": (1.0, "valid")}),
+    ('{"a": "x"}', "stop", {"type": "json_schema", "json_schema": {"name": "n", "schema": {
+        "type": "object", "properties": {"a": {"type": "integer"}}}}},
+     {"refusal": (1.0, "answered"), "empty": (1.0, "complete"), "json": (0.0, "invalid")}),
+])
+async def test_the_heuristic_scorers(answer: str, finish: str, fmt: Any, expected: dict) -> None:
+    sample = Sample("r", "route", "dep", answer, "question", finish_reason=finish, response_format=fmt)
+    got = {}
+    for scorer in (RefusalScorer(), EmptyScorer(), JsonScorer()):
+        if (score := await scorer.score(sample)) is not None:
+            got[scorer.name] = (score.value, score.label)
+    assert got == expected
 
 
 def test_intervals() -> None:

@@ -95,6 +95,8 @@ class JudgeScorer:
                 "messages": [{"role": "user", "content": prompt}]}
 
     async def score(self, sample: Sample) -> Score | None:
+        if not sample.answer.strip() and sample.finish_reason == "tool_calls":
+            return None  # a tool call: no text for the rubric to grade
         result = await self.call(self.body(sample), sample)
         choices = result.get("choices") or [{}]
         text = str((choices[0].get("message") or {}).get("content") or "")

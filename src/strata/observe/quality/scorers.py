@@ -89,11 +89,14 @@ class RefusalScorer:
 
 
 class EmptyScorer:
-    """0 for an empty answer or one cut by the output limit (finish_reason length), else 1."""
+    """0 for an empty answer or one cut by the output limit (finish_reason length), else 1. A tool call
+    (finish_reason tool_calls) with no text is an answer, not an empty one: not scored."""
 
     name, version = "empty", "1"
 
     async def score(self, sample: Sample) -> Score | None:
+        if sample.finish_reason == "tool_calls" and not sample.answer.strip():
+            return None
         if not sample.answer.strip():
             return Score(0.0, "empty", "the answer is empty")
         if sample.finish_reason == "length":

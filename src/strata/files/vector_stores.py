@@ -43,6 +43,15 @@ def acl_of(attributes: dict[str, Any] | None) -> list[str] | None:
     return [check_token(t.strip()) for t in raw.split(",") if t.strip()]
 
 
+def check_filters(f: Any, depth: int = 0) -> None:
+    """OpenAI's attribute filters are objects all the way down (the RAG service checks their types/keys)."""
+    if not isinstance(f, dict) or depth > 16:
+        raise InvalidRequest("filters are objects: {type, key, value} or {type: and|or, filters: [...]}",
+                             param="filters")
+    for sub in f.get("filters") or () if isinstance(f.get("filters"), list) else ():
+        check_filters(sub, depth + 1)
+
+
 def chunking_of(strategy: dict[str, Any] | None) -> dict[str, Any] | None:
     """OpenAI's ``chunking_strategy`` as the collection's chunking settings (``auto``: the defaults)."""
     if not strategy or strategy.get("type") == "auto":
@@ -325,6 +334,8 @@ class VectorStores:
     async def search(self, team: str, vs_ids: list[str], query: str, reader: Reader, *, k: int,
                      filters: dict[str, Any] | None = None, mode: str = "hybrid", parent: Any = None) -> list[Any]:
         """Hits (``rag.service.Hit``) the caller may read, from the team's vector stores ``vs_ids``."""
+        if filters is not None:
+            check_filters(filters)
         colls = [await asyncio.to_thread(self.collection_of, team, v) for v in vs_ids]
         hits: list[Any] = await self.rag.search(team, colls, query, reader, k=k, mode=mode, filters=filters,
                                                 parent=parent)

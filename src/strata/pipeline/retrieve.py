@@ -16,6 +16,7 @@ from typing import Any
 from starlette.responses import Response
 
 from strata.errors import InvalidRequest
+from strata.files.vector_stores import check_filters
 from strata.gateway.caller import reader
 from strata.pipeline.flow import Flow
 from strata.pipeline.stage import Stage
@@ -59,6 +60,8 @@ class Retrieve(Stage):
         colls = list(cfg.collections)
         for vs in cfg.vector_stores:
             colls.append(await asyncio.to_thread(stores.collection_named, owner, vs))
+        if want.filters is not None:
+            check_filters(want.filters)
         hits = await stores.rag.search(owner, colls, query, who, k=cfg.k, mode=cfg.mode, filters=want.filters,
                                        parent=call)
         hits = want.hits = [h for h in hits if cfg.min_score is None or h.score >= cfg.min_score][:cfg.k]

@@ -298,6 +298,15 @@ def test_a_quality_config_that_could_never_score_stops_the_start(tmp_path: Path,
         create_app(load_settings(None, data_dir=tmp_path, routes=[route("a", quality=quality), route("other")]))
 
 
+def test_a_route_change_to_a_quality_config_that_could_never_score_is_refused(q: StrataProcess) -> None:
+    r = q.admin("PATCH", "/admin/routes/chat", json={"quality": {"scorers": ["judge", "vibes"]}})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "quality", r.text
+    assert "unknown quality scorer 'vibes'" in r.json()["error"]["message"]
+    r = q.admin("PATCH", "/admin/routes/chat", json={"quality": {"judge": {"route": "nowhere"}}})
+    assert r.status_code == 400 and "'nowhere' is not a route" in r.json()["error"]["message"]
+    assert q.admin("GET", "/admin/routes/chat").json()["quality"]["scorers"] == ["judge", "refusal", "empty", "json"]
+
+
 # --- units: the judge's answer, rubrics, intervals, the canary check, the store -------------------------
 
 

@@ -281,6 +281,12 @@ async def swap(state: AppState, old: RouteConfig | None, new: RouteConfig) -> No
     """Build and start engines for new or changed deployments, swap the route in, drain the rest."""
     before = {d.name: d for d in old.deployments} if old else {}
     engines: dict[str, Engine] = {}
+    if new.quality is not None and state.observe.quality is not None:  # a scorer, judge or rubric that exists
+        others = [r for r in state.routing.router.routes.values() if r.name != new.name]
+        try:
+            state.observe.quality.check([*others, new])
+        except ConfigError as exc:
+            raise InvalidRequest(exc.message, param="quality") from None
     try:
         for d in new.deployments:
             if d.name not in before or before[d.name].engine != d.engine:

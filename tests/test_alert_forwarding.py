@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from strata.observe.alerts import AlertForwarder
+from strata.errors import ConfigError
+from strata.observe.alerts import AlertForwarder, resolve_headers
 from strata.observe.config import AlertSettings
 from strata.observe.events import EventStore
 from strata.observe.metrics import Metrics
@@ -132,3 +133,15 @@ async def test_a_full_queue_drops_and_counts_instead_of_blocking(tmp_path: Path,
     assert len(receiver.bodies("/hook")[0]["alerts"]) == 2
     assert forwarded(forwarder, "ticket", "dropped") == 3
     await forwarder.close()
+
+
+def test_header_references_resolve_and_a_missing_one_names_the_header(monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = AlertSettings(webhook_url="http://127.0.0.1:9/hook",
+                        headers={"Authorization": "env:STRATA_TEST_ALERT_TOKEN", "X-Team": "ops"})
+    monkeypatch.setenv("STRATA_TEST_ALERT_TOKEN", "Bearer from-env")
+    assert resolve_headers(cfg, stored=lambda name: "unused") == {"Authorization": "Bearer from-env", "X-Team": "ops"}
+    stored = AlertSettings(headers={"Authorization": "secret:alert-token"})
+    assert resolve_headers(stored, stored=lambda name: f"value of {name}") == {"Authorization": "value of alert-token"}
+    monkeypatch.delenv("STRATA_TEST_ALERT_TOKEN")
+    with pytest.raises(ConfigError, match="alerts.headers.Authorization: environment variable STRATA_TEST_ALERT_TOKEN"):
+        resolve_headers(cfg, stored=lambda name: "unused")

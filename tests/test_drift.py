@@ -133,6 +133,9 @@ async def test_check_loop_flags_a_shift_once_per_onset(engine: Engine) -> None:
     assert by_name["answer_tokens"]["detected"] is False  # the answers did not change
     assert by_name["retrieved_embedding"]["n_current"] == 30 and by_name["retrieved_embedding"]["detected"]
     [report] = await monitor.check()  # still drifting: no second event
+    replica = DriftMonitor(cfg, DriftStore(engine), Metrics(), events.emit, embed, clock=clock)
+    [again] = await replica.check()  # another replica sharing the database (or a restart): no second event either
+    assert again["status"] == "drift"
     assert len(events.list(kind="drift_detected")) == 1
     event = events.list(kind="drift_detected")[0]
     assert event["subject"] == "chat" and "language" in event["message"]

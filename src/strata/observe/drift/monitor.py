@@ -49,7 +49,6 @@ class DriftMonitor:
         self.coin = coin
         self.pending: list[Observation] = []
         self.retrieved: list[tuple[str, float, list[float]]] = []
-        self.active: set[str] | None = None  # routes whose last report flagged drift (loaded on the first check)
 
     # -- on the request path: cheap ------------------------------------------------------------------------
     def wants(self, route: str | None) -> bool:
@@ -117,8 +116,7 @@ class DriftMonitor:
     async def check(self) -> list[dict[str, Any]]:
         """One report per watched route; metrics, the stored report, and an event on a new onset."""
         now = self.clock()
-        if self.active is None:
-            self.active = await asyncio.to_thread(self.store.detected_routes)
+        active = await asyncio.to_thread(self.store.detected_routes)  # shared by replicas: one event per onset
         reports = []
         routes = self.cfg.routes if self.cfg.routes is not None else await asyncio.to_thread(self.store.routes)
         for route in routes:
@@ -128,9 +126,11 @@ class DriftMonitor:
                 self.metrics.drift_checks.labels(route, "failed").inc()
                 log.exception("drift: the check of route %s failed", route)
                 continue
-            await asyncio.to_thread(self.store.save_report, route, report)
+            was = route in active
+            episode = report["status"] == "drift" or (report["status"] == "insufficient_data" and was)
+            await asyncio.to_thread(self.store.save_report, route, report, episode)
             self._publish(report)
-            await self._onset(report)
+            await self._onset(report, was)
             reports.append(report)
         purged = await asyncio.to_thread(self.store.purge, now - timedelta(days=self.cfg.retention_days))
         if purged:
@@ -151,19 +151,18 @@ class DriftMonitor:
                 except KeyError:
                     pass
 
-    async def _onset(self, report: dict[str, Any]) -> None:
-        assert self.active is not None
+    async def _onset(self, report: dict[str, Any], was: bool) -> None:
+        """The ``drift_detected`` event when drift starts; a report without drift ends the episode (a report
+        with too few observations changes nothing)."""
         route = report["route"]
-        if report["status"] == "drift" and route not in self.active:
-            self.active.add(route)
+        if report["status"] == "drift" and not was:
             flagged = [s for s in report["signals"] if s["detected"]]
             parts = ", ".join(f"{s['signal']} (effect {s['statistic']:.3g}, p {s['p_adjusted']:.2g})"
                               for s in flagged)
             message = f"drift on route {route}: {parts}; reference {report['reference']['kind']}"
             data = {"signals": flagged, "reference": report["reference"], "current": report["current"]}
             await asyncio.to_thread(self.emit, "drift_detected", route, message, data)
-        elif report["status"] == "ok" and route in self.active:
-            self.active.discard(route)
+        elif report["status"] == "ok" and was:
             log.info("drift on route %s is over", route)
 
 

@@ -120,10 +120,11 @@ class DriftStore:
             result: CursorResult[Any] = s.execute(delete(DriftBaseline).where(DriftBaseline.route == route))  # type: ignore[assignment]
             return bool(result.rowcount)
 
-    def save_report(self, route: str, report: dict[str, Any]) -> None:
+    def save_report(self, route: str, report: dict[str, Any], episode: bool) -> None:
+        """The route's latest report; ``episode``: the route is in a drift episode (its onset was announced)."""
         with Session(self.engine) as s, s.begin():
-            s.merge(DriftReportRow(route=route, at=datetime.fromisoformat(report["at"]),
-                                   detected=bool(report["detected"]), report=report))
+            s.merge(DriftReportRow(route=route, at=datetime.fromisoformat(report["at"]), detected=episode,
+                                   report=report))
 
     def reports(self, route: str | None = None) -> list[dict[str, Any]]:
         q = select(DriftReportRow.report).order_by(DriftReportRow.route)

@@ -47,7 +47,8 @@ class DriftBaseline(Base):
 
 
 class DriftReportRow(Base):
-    """The latest drift report of a route; its ``detected`` flag tells the next check whether drift is new."""
+    """The latest drift report of a route; ``detected``: the route is in a drift episode (so the next check,
+    by any replica, knows whether drift is new)."""
 
     __tablename__ = "drift_reports"
 

@@ -17,6 +17,7 @@ from sqlalchemy import Engine, case, func, insert, select
 from strata.observe.quality.tables import QualityScore
 from strata.store.tables import LedgerRow
 
+SERVED = (None, "primary", "canary", "fallback", "cache")  # ledger roles of the row that answered the client
 COLUMNS = ("at", "request_id", "trace_id", "route", "deployment", "team", "key_id", "scorer", "scorer_version",
            "value", "label", "rationale", "source")
 
@@ -47,8 +48,7 @@ def request_scores(db: Engine, request_id: str, teams: Collection[str] | None = 
             select(LedgerRow.route, LedgerRow.deployment, LedgerRow.role, LedgerRow.team, LedgerRow.status,
                    LedgerRow.latency_ms, LedgerRow.cost_usd, LedgerRow.trace_id)
             .where(LedgerRow.request_id == request_id).order_by(LedgerRow.id)).all()
-    served = next((dict(r._mapping) for r in ledger if r.role not in ("judge", "shadow", "embedding", "summary")),
-                  None)
+    served = next((dict(r._mapping) for r in ledger if r.role in SERVED), None)
     team = served["team"] if served else next((s["team"] for s in scores), None)
     if (not scores and served is None) or (teams is not None and team not in teams):
         return None
@@ -56,7 +56,7 @@ def request_scores(db: Engine, request_id: str, teams: Collection[str] | None = 
         s["at"] = _iso(s["at"])
         s.pop("key_id", None)
     internal = [{"role": r.role, "route": r.route, "cost_usd": r.cost_usd} for r in ledger
-                if r.role in ("judge", "embedding", "summary")]
+                if r.role not in SERVED and r.role != "shadow"]
     return {"object": "quality.scores", "request_id": request_id, "served": served, "internal_calls": internal,
             "scores": scores}
 

@@ -105,7 +105,7 @@ def run_faiss(data: np.ndarray, tmp: Path) -> dict[str, Any]:
 
     def filtered(q: np.ndarray, allowed: np.ndarray) -> list[int]:
         sel = faiss.IDSelectorBatch(np.flatnonzero(allowed).astype(np.int64))
-        params = faiss.SearchParametersHNSW(sel=sel, efSearch=EF_S)
+        params = faiss.SearchParametersHNSW(sel=sel, efSearch=EF_S)  # type: ignore[attr-defined]
         return [i for i in idx.search(q[None, :], K, params=params)[1][0].tolist() if i >= 0]
 
     return {"index": idx, "file": tmp / "f.faiss",
@@ -148,7 +148,10 @@ def measure(name: str, data: np.ndarray, queries: np.ndarray, truth: np.ndarray,
     with tempfile.TemporaryDirectory() as tmp:
         before = rss_mb()
         t = time.perf_counter()
-        lib = LIBS[name](data, Path(tmp))
+        try:
+            lib = LIBS[name](data, Path(tmp))
+        except AttributeError as exc:  # sqlite-vec: this Python's sqlite3 cannot load extensions
+            return {"library": name, "error": f"{type(exc).__name__}: {exc}"}
         build = time.perf_counter() - t
         found, lat = timed(lib["search"], queries)
         row: dict[str, Any] = {"library": name, "build_s": round(build, 1), "recall@10": round(recall(found, truth), 4),

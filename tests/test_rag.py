@@ -170,7 +170,7 @@ def check_acl_property(backend: Any, chunks: list[IndexedChunk], seed: int, k: i
             tokens = who.tokens()
             readable = [c for c in chunks if not tokens.isdisjoint(c.acl)]
             assert len(readable) >= k
-            q = rng.standard_normal(chunks[0].vector.shape[0]).astype(np.float32)
+            q = np.asarray(rng.standard_normal(chunks[0].vector.shape[0]), dtype=np.float32)
             for hits in (backend.search_dense(q, k, tokens), backend.search_lexical("common", k, tokens)):
                 leaked = [h.key for h in hits if tokens.isdisjoint(by_key[h.key].acl)]
                 assert not leaked, f"{who} got chunks it may not read: {leaked}"

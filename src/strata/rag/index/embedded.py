@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import math
 import shutil
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from strata.rag.index.lexical import LexicalIndex
 logger = logging.getLogger(__name__)
 EXACT_BATCH = 65536
 REBUILD_BATCH = 4096
+SAVE_INTERVAL = 5.0
 
 
 class EmbeddedBackend:
@@ -43,6 +45,7 @@ class EmbeddedBackend:
         self.lexical = LexicalIndex(path / "lexical")
         self.acl = AclMap()
         self._dirty = False
+        self._saved_at = 0.0
         self._open(source)
 
     @property
@@ -65,10 +68,14 @@ class EmbeddedBackend:
             self.dense = self._new_dense(int(meta["dimensions"])) if meta else None
             if self.dense is not None:
                 self.dense.load(str(self._dense_file))
-        if len(self.acl) and (self.dense is None or len(self.dense) != len(self.acl)
-                              or self.lexical.count() != len(self.acl)):
+        if len(self.acl) and (self.dense is None or not self._same_keys() or self.lexical.count() != len(self.acl)):
             logger.info("rebuilding the indexes of %s from the database (%d chunks)", self.path.name, len(self.acl))
             self._rebuild(source)
+
+    def _same_keys(self) -> bool:
+        keys = np.asarray(self.dense.keys, dtype=np.uint64)
+        return len(keys) == len(self.acl) and bool(np.isin(keys, np.fromiter(
+            self.acl.acl.keys(), dtype=np.uint64, count=len(self.acl))).all())
 
     def _rebuild(self, source: ChunkSource) -> None:
         self.dense = None
@@ -82,7 +89,7 @@ class EmbeddedBackend:
                 self.upsert(batch)
                 batch = []
         self.upsert(batch)
-        self.flush()
+        self.flush(force=True)
 
     def upsert(self, chunks: Sequence[IndexedChunk]) -> None:
         if not chunks:
@@ -108,15 +115,18 @@ class EmbeddedBackend:
         self.acl.remove(keys)
         self._dirty = True
 
-    def flush(self) -> None:
+    def flush(self, force: bool = False) -> None:
+        """Changes become visible to BM25 now; the HNSW file is rewritten whole, so at most every
+        ``SAVE_INTERVAL`` seconds (and on close): after a crash, a file that lags the database is rebuilt."""
         if not self._dirty:
             return
         self.lexical.commit()
-        if self.dense is not None:
+        if self.dense is not None and (force or time.monotonic() - self._saved_at >= SAVE_INTERVAL):
             tmp = self._dense_file.with_suffix(".tmp")
             self.dense.save(str(tmp))
             tmp.replace(self._dense_file)
-        self._dirty = False
+            self._saved_at = time.monotonic()
+            self._dirty = False
 
     def search_dense(self, vector: np.ndarray, k: int, allowed: frozenset[str]) -> list[IndexHit]:
         total = len(self.acl)
@@ -169,7 +179,7 @@ class EmbeddedBackend:
         return len(self.acl)
 
     def close(self) -> None:
-        self.flush()
+        self.flush(force=True)
 
     def drop(self) -> None:
         self.dense = None

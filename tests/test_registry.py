@@ -13,10 +13,11 @@ from typing import Any
 import httpx
 import pytest
 
+from strata.data.tables import LineageEdge
 from strata.registry.hashing import content_hash
 from strata.registry.store import NewVersion, RegistryStore
 from strata.store.db import open_database
-from tests.servers import StrataProcess, cli, finished, openai_route
+from tests.servers import StrataProcess, cli, finished, openai_route, table_rows
 from tests.upstreams import REPLY, FaultyUpstream
 
 QUESTION = "What is the capital of France?"
@@ -81,6 +82,8 @@ def test_alias_in_a_route_resolves_and_an_alias_move_rebuilds_it(strata: StrataP
                   metrics={"accuracy": 0.9}, tags={"owner": "support"})
     assert (v1["version"], v1["run_id"], v1["dataset_versions"]) == (1, "train-17", ["support-qa@3"])
     assert v1["content_hash"] is None, "an upstream's model name has nothing local to hash"
+    edges = {(e["src_kind"], e["src_id"], e["dst_id"]) for e in table_rows(strata.data_dir, LineageEdge.__table__)}
+    assert {("dataset_version", "support-qa@3", "bot@1"), ("training_run", "train-17", "bot@1")} <= edges
     assert register(strata, up, "bot", "ok")["version"] == 2
     assert move(strata, "bot", "champion", 1).status_code == 200
     follow_route(strata, up, "bot", "bot")

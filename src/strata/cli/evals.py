@@ -125,9 +125,11 @@ def show(
     Console().print(_summary_table(view))
     table = Table("case", "passed", "scores", "why", "latency_s", "cost_usd", title="cases")
     for r in view["results"]:
-        why = "; ".join(f"{k}: {v}" for k, v in r["details"].items() if v) or (r["error"] or "")
-        table.add_row(r["case_id"], str(r["passed"]), ", ".join(f"{k}={v}" for k, v in r["scores"].items()),
-                      why[:80], f"{r['latency_s']:.3f}", str(r["cost_usd"]))
+        scored = {k: v for k, v in r["scores"].items() if v is not None}  # a scorer without its reference: left out
+        why = "; ".join(f"{k}: {r['details'][k]}" for k in scored if r["details"].get(k)) or (r["error"] or "")
+        cost = f"{r['cost_usd']:.6f}" if r["cost_usd"] is not None else ""
+        table.add_row(r["case_id"], str(r["passed"]), ", ".join(f"{k}={v:g}" for k, v in scored.items()),
+                      why[:120], f"{r['latency_s']:.3f}", cost)
     Console().print(table)
 
 

@@ -124,9 +124,11 @@ class Gates:
                 raise GateRefused(f"eval gate {gate.suite!r} refused the {stage} on {subject}: "
                                   f"{'; '.join(v.problems)}{cases}", param="gate")
 
-    async def on_rollout(self, route: RouteConfig, canary: DeploymentConfig, stage: str, actor: str) -> None:
-        """The ``Rollouts.gate`` hook: the canary against the route's primaries."""
-        gates = self.for_route(route)
+    async def on_rollout(self, route: RouteConfig, canary: DeploymentConfig, stage: str, actor: str,
+                         routes_only: bool = False) -> None:
+        """The ``Rollouts.gate`` hook: the canary against the route's primaries (``routes_only``: the gates on
+        the route itself, when the alias's own were just checked)."""
+        gates = [g for g in self.for_route(route) if g.route is not None or not routes_only]
         if not gates:
             return
         primaries = [d for d in route.deployments if d.role == "primary"]

@@ -19,6 +19,7 @@ from strata.gateway.http import read_json
 from strata.gateway.routes_admin import actor_of
 from strata.gateway.schemas import validate
 from strata.gateway.state import AppState
+from strata.registry import lineage
 from strata.registry.rollout import move_alias
 from strata.registry.store import NewVersion, RegistryStore
 
@@ -59,6 +60,7 @@ async def register(state: AppState, request: Request) -> dict[str, Any]:
                      req.dataset_versions, req.tags, req.description)
     actor = actor_of(request)
     view = await asyncio.to_thread(_store(state).register, new, actor)
+    await asyncio.to_thread(lineage.record, state.db, view)
     await state.observe.audit.record(actor, "registry.register", view["ref"],
                                      {k: view[k] for k in ("artifact_uri", "content_hash", "engine_type", "run_id",
                                                            "dataset_versions")})

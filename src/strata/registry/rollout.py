@@ -65,7 +65,7 @@ async def move_alias(state: AppState, model: str, alias: str, version: int, acto
         for route in canaried:
             new = with_canary(state, route, model, alias, version)
             why = reason or f"{model}@{alias} -> version {version}"
-            await gates_of(state).on_rollout(route, new.deployments[-1], "start", actor)
+            await gates_of(state).on_rollout(route, new.deployments[-1], "start", actor, routes_only=True)
             await routes_admin.apply_change(state, actor, route, new, "start_canary", reason=why)
             started.append(route.name)
         return {"alias": view, "rollouts": started, "rebuilt": []}

@@ -144,3 +144,29 @@ def test_the_gate_verdict_on_recorded_results() -> None:
     assert not low.passed and low.failing_cases == sorted(f"c{i}" for i in range(6, 12))
     assert "judge mean 0.550 < 0.6" in low.problems and "pass_rate 0.500 < 0.8" in low.problems
     assert not judge(gate, None, [], None, [], "registry:m@2").passed
+
+
+def test_eval_store_resumes_and_the_gate_reads_it_on_sqlite_and_postgres(db_url: str) -> None:
+    from strata.evals.store import CaseResult, EvalStore
+    from strata.store.db import open_database
+
+    db = open_database(db_url)
+    store = EvalStore(db)
+    spec = {"cases_hash": "sha256:x"}
+    for run_id, target, score in (("base", "route:r", 1.0), ("cand", "registry:m@2", 0.0)):
+        store.start(run_id, "s", spec, target, "r", None, None, 10, "me")
+        for i in range(10):
+            store.record(run_id, CaseResult(f"c{i}", "answer", None, {"contains": score}, {}, score == 1.0, 0.1,
+                                            3, None))
+        store.record(run_id, CaseResult("c0", "again", None, {"contains": 0.5}, {}, True, 0.1, 3, None))
+        store.finish(run_id, {"cases": 10})
+    _, done = store.start("cand", "s", spec, "registry:m@2", "r", None, None, 10, "me")
+    assert done == {f"c{i}" for i in range(10)}, "a resumed run knows its finished cases"
+    assert store.results("cand")[0]["output"] == "answer", "the first result of a case stands"
+    store.finish("cand", {"cases": 10})
+    gate = GateConfig(model="m@champion", suite="s", thresholds={"contains": 0.5})
+    from strata.evals.gates import Gates
+
+    verdict = Gates([gate], db, None).verdict(gate, ["registry:m@2"], ["route:r"])  # type: ignore[arg-type]
+    assert not verdict.passed and verdict.baseline_run == "base" and len(verdict.failing_cases) == 10
+    db.dispose()

@@ -81,25 +81,37 @@ class Retrieve(Stage):
         return None
 
     def after(self, flow: Flow) -> None:
-        call = flow.call
-        if not call.rag or not call.rag["chunks"]:
+        """Off the request path: the chunk -> request lineage edges, and the chunks' embeddings to drift
+        detection (``observe.drift``'s ``record_retrieved``) when it is on."""
+        call, state = flow.call, flow.state
+        if not call.rag or not call.rag["chunks"] or state.vector_stores is None:
             return
-        lineage = getattr(flow.state.vector_stores, "lineage", None)
-        if lineage is None:
-            return
-        from strata.data.lineage import Edge
-
-        edges = [Edge("chunk", c["chunk_id"], "request", call.request_id, "retrieved") for c in call.rag["chunks"]]
-        task = asyncio.get_running_loop().create_task(_write(lineage, edges, call.rag["team"]))
-        flow.state.tasks.background.add(task)
-        task.add_done_callback(flow.state.tasks.background.discard)
+        task = asyncio.get_running_loop().create_task(_record(state, call.route or "-", call.request_id, call.rag))
+        state.tasks.background.add(task)
+        task.add_done_callback(state.tasks.background.discard)
 
 
-async def _write(lineage: Any, edges: list[Any], team: str) -> None:
+async def _record(state: Any, route: str, request_id: str, rag: dict[str, Any]) -> None:
+    from strata.data.lineage import Edge
+
+    stores, ids = state.vector_stores, [c["chunk_id"] for c in rag["chunks"]]
     try:
-        await asyncio.to_thread(lineage.add, edges, team)
-    except Exception:  # lineage is bookkeeping: the answer was served
-        log.exception("lineage: could not record %d retrieved chunks", len(edges))
+        if stores.lineage is not None:
+            edges = [Edge("chunk", i, "request", request_id, "retrieved") for i in ids]
+            await asyncio.to_thread(stores.lineage.add, edges, rag["team"])
+        if state.observe.drift is not None:
+            state.observe.drift.record_retrieved(route, await asyncio.to_thread(_vectors, stores.rag, ids))
+    except Exception:  # bookkeeping: the answer was served
+        log.exception("request %s: could not record its %d retrieved chunks", request_id, len(ids))
+
+
+def _vectors(rag: Any, chunk_ids: list[str]) -> list[list[float]]:
+    import numpy as np
+
+    from strata.rag.store import chunk_key
+
+    found = rag.store.chunks_by_key([chunk_key(i) for i in chunk_ids])
+    return [np.frombuffer(chunk.vector, dtype="<f4").tolist() for chunk, _ in found.values() if chunk.vector]
 
 
 def last_user_text(messages: list[dict[str, Any]]) -> str:

@@ -25,6 +25,7 @@ from starlette.routing import BaseRoute, Route
 from strata.gateway.admin import CreateKey
 from strata.gateway.authz import RULES
 from strata.gateway.datasets_admin import CreateDataset, RunPipeline
+from strata.gateway.drift_admin import SetBaseline
 from strata.gateway.evals_admin import StartRun
 from strata.gateway.feedback_api import FeedbackRequest
 from strata.gateway.registry_admin import Approve, MoveAlias, Register
@@ -99,7 +100,7 @@ def _vector_store_ops() -> dict[tuple[str, str], Op]:
     }
 
 
-MODELS += [Register, Approve, MoveAlias, StartRun]
+MODELS += [Register, Approve, MoveAlias, StartRun, SetBaseline]
 
 
 def _lifecycle_ops() -> dict[tuple[str, str], Op]:
@@ -123,6 +124,20 @@ def _lifecycle_ops() -> dict[tuple[str, str], Op]:
         ("GET", "/admin/evals/runs/{run_id}"): Op("An eval run with its per-case results", "evals"),
         ("GET", "/admin/evals/compare"): Op("Paired comparison of two runs, per metric", "evals",
                                             query=("candidate", "baseline", "confidence")),
+    }
+
+
+def _drift_ops() -> dict[tuple[str, str], Op]:
+    """Drift reports and baselines (``drift_admin``)."""
+    r = "/admin/drift/{route}"
+    return {
+        ("GET", "/admin/drift"): Op("The latest drift report of every sampled route", "drift", response="List"),
+        ("GET", r): Op("A route's latest drift report, or a fresh one (fresh=true, or a from/to window)", "drift",
+                       query=("fresh", "from", "to")),
+        ("GET", f"{r}/baseline"): Op("The route's registered reference window", "drift"),
+        ("POST", f"{r}/baseline"): Op("Register a reference window (audited)", "drift", body="SetBaseline"),
+        ("DELETE", f"{r}/baseline"): Op("Drop the registered reference window: the previous days become the "
+                                        "reference again", "drift"),
     }
 
 
@@ -196,6 +211,7 @@ OPERATIONS: dict[tuple[str, str], Op] = {
                                           "datasets", body="RunPipeline"),
     ("GET", "/admin/pipelines/runs/{run_id}"): Op("One pipeline run: steps, cache hits, checks", "datasets"),
     **_lifecycle_ops(),
+    **_drift_ops(),
     ("GET", "/admin/audit"): Op("The audit log, newest first", "audit", query=("since", "action", "limit"),
                                 response="List"),
     ("GET", "/admin/audit/verify"): Op("Verify the audit log's hash chain; names the first bad entry", "audit"),
@@ -225,13 +241,15 @@ _QUERY = {"by": "Group by (team, key, route, model, tag:NAME …)", "since": "A 
           "action": "Only entries of this action (key.create, route.canary_rollback, limit.set …)",
           "purpose": "Only files of this purpose",
           "team": "The team (default: the key's team)", "offset": "Skip this many records",
-          "from": "The older version (number or hash prefix)", "to": "The newer version (number or hash prefix)",
+          "from": "The older version (number or hash prefix); drift: the window's start (ISO 8601)",
+          "to": "The newer version (number or hash prefix); drift: the window's end (ISO 8601)",
           "after": "The id after which the page starts (a cursor)",
           "order": "asc or desc (by creation)", "window": "A window: 1h, 24h, 7d",
           "filter": "Only files of this status"}
 _QUERY.update({"suite": "Only runs of this suite", "target": "Only runs against this target",
                "candidate": "The run under test", "baseline": "The run to compare with",
-               "confidence": "One-sided confidence of 'worse' (default 0.95)"})
+               "confidence": "One-sided confidence of 'worse' (default 0.95)",
+               "fresh": "true: compute a report now instead of the latest stored one"})
 _UPLOAD = {"type": "object", "required": ["file", "purpose"],
            "properties": {"file": {"type": "string", "format": "binary"}, "purpose": {"type": "string"}}}
 

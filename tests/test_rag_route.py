@@ -84,7 +84,8 @@ def test_the_answer_is_grounded_in_the_right_chunk_and_recorded(strata: StrataPr
     embeddings = [r for r in ledger_rows(strata.data_dir) if r["request_id"] == rid and r["role"] == "embedding"]
     assert embeddings and embeddings[0]["route"] == "minilm", "the query's embedding is an accounted call"
 
-    trace = strata.admin("GET", f"/admin/traces/{rid}").json()
+    trace = wait_for(lambda: (r := strata.admin("GET", f"/admin/traces/{rid}")).status_code == 200 and r.json(),
+                     10, "the request's trace")
     spans = [s for root in trace["tree"] for s in _spans(root)]
     retrieve = next(s for s in spans if s["name"] == "strata.retrieve")
     assert retrieve["attributes"]["strata.rag.chunks"] == [c["chunk_id"] for c in chunks]

@@ -56,10 +56,9 @@ class LexicalIndex:
             w.delete_documents_by_term("doc", doc_id)
 
     def commit(self) -> None:
+        """Durable and visible to the next search; the writer stays open (merges go on in its threads)."""
         if self._writer is not None:
             self._writer.commit()
-            self._writer.wait_merging_threads()
-            self._writer = None
             self.index.reload()
 
     def search(self, query: str, k: int, allowed: frozenset[str]) -> list[IndexHit]:
@@ -81,6 +80,9 @@ class LexicalIndex:
 
     def close(self) -> None:
         self.commit()
+        if self._writer is not None:
+            self._writer.wait_merging_threads()
+            self._writer = None
 
     def drop(self) -> None:
         self._writer = None

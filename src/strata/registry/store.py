@@ -120,8 +120,8 @@ class RegistryStore:
     def models(self) -> list[dict[str, Any]]:
         with Session(self.db) as s:
             models = list(s.scalars(select(RegisteredModel).order_by(RegisteredModel.name)))
-            latest = dict(s.execute(select(ModelVersion.model, func.max(ModelVersion.version))
-                                    .group_by(ModelVersion.model)).tuples().all())
+            latest: dict[str, int] = {m: v for m, v in s.execute(
+                select(ModelVersion.model, func.max(ModelVersion.version)).group_by(ModelVersion.model))}
             aliases: dict[str, dict[str, int]] = {}
             for a in s.scalars(select(ModelAlias)):
                 aliases.setdefault(a.model, {})[a.alias] = a.version

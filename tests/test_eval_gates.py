@@ -170,3 +170,46 @@ def test_eval_store_resumes_and_the_gate_reads_it_on_sqlite_and_postgres(db_url:
     verdict = Gates([gate], db, None).verdict(gate, ["registry:m@2"], ["route:r"])  # type: ignore[arg-type]
     assert not verdict.passed and verdict.baseline_run == "base" and len(verdict.failing_cases) == 10
     db.dispose()
+
+
+async def test_a_canary_step_its_gate_refuses_is_rolled_back(tmp_path: Path) -> None:
+    """The canary control loop (fake clock): the step is due, the route's gate has no passing run for the canary,
+    so instead of stepping up the canary is rolled back, and the refusal is audited."""
+    from strata.config.settings import load_settings
+    from strata.evals.gates import Gates
+    from strata.observe.audit import audit_log
+    from strata.routing.config import RouteConfig
+    from strata.routing.rollout import Rollouts
+    from strata.store.db import open_database
+
+    engine = {"type": "openai", "base_url": "http://127.0.0.1:9/v1", "model": "m"}
+    route = RouteConfig.model_validate({"name": "r", "canary": {"steps": [10, 50], "step_min_seconds": 0,
+                                                                "step_min_requests": 0, "min_requests": 5},
+                                        "deployments": [{"name": "main", "engine": engine},
+                                                        {"name": "next", "engine": engine, "role": "canary",
+                                                         "traffic": 10}]})
+    settings = load_settings(None, data_dir=tmp_path, routes=[route.model_dump()],
+                             evals={"gates": [{"route": "r", "suite": "qa", "thresholds": {"contains": 0.9}}]})
+    db = open_database(settings.database_url)
+    audit = audit_log(settings, db)
+    routes = {"r": route}
+    changes: list[tuple[str, str]] = []
+
+    async def apply(old: RouteConfig, new: RouteConfig, action: str, actor: str, reason: str) -> None:
+        routes[new.name] = new
+        changes.append((action, reason))
+
+    now = [1000.0]
+    rollouts = Rollouts(lambda: routes, apply, lambda *a: None, clock=lambda: now[0])
+    rollouts.gate = Gates(settings.evals.gates, db, audit).on_rollout
+    for _ in range(40):
+        rollouts.record("r", "canary", True, 0.1)
+        rollouts.record("r", "primary", True, 0.1)
+    now[0] += 10
+    await rollouts.reconcile()  # the analysis says "advance"; the gate turns it into a rollback
+    (action, reason), = changes
+    assert action == "canary_rollback" and "eval gate 'qa' refused the step on r" in reason
+    assert [d.name for d in routes["r"].deployments] == ["main"]
+    (entry,) = audit.entries(action="eval_gate.refused")
+    assert entry["subject"] == "r" and entry["detail"]["stage"] == "step"
+    db.dispose()

@@ -22,7 +22,7 @@ from strata.evals.tables import EvalResult
 from tests.servers import StrataProcess, cli, finished, ledger_rows, openai_route, wait_for
 from tests.upstreams import FaultyUpstream
 
-CASES = [
+CASES: list[dict[str, Any]] = [
     {"id": "capital", "input": "What is the capital of France? Answer in one word.", "reference": "Paris",
      "facts": ["Paris"]},
     {"id": "sum", "input": "What is 2 + 2? Answer with a number.", "number": 4},
@@ -32,7 +32,7 @@ CASES = [
                                  {"role": "user", "content": "Say hello."}], "reference": "Hello!",
      "pattern": "hel+o"},
 ]
-SCORERS = [{"type": "contains"}, {"type": "numeric"}, {"type": "json_schema"}, {"type": "regex"},
+SCORERS: list[dict[str, Any]] = [{"type": "contains"}, {"type": "numeric"}, {"type": "json_schema"}, {"type": "regex"},
            {"type": "similarity", "route": "minilm"},
            {"type": "judge", "route": "judge", "rubric": {"name": "helpful", "version": 3}}]
 

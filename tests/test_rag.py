@@ -414,3 +414,20 @@ async def test_incremental_reingest_touches_only_changed_documents(tmp_path: Pat
     info = await rag.chunk(hits[0].chunk_id)
     assert info.document_id == "d1" and info.team == "acme"
     await rag.close()
+
+
+def test_index_file_lagging_the_database_is_rebuilt(tmp_path: Path) -> None:
+    """A crash between the database commit and the next HNSW save: the same number of chunks, different ones.
+    Opening the collection rebuilds from the database; the stale chunk is not served."""
+    from strata.rag.index.embedded import EmbeddedBackend
+
+    chunks, _ = random_corpus(seed=5, n=200)
+    old = EmbeddedBackend(tmp_path / "c", ListSource([]))
+    old.upsert(chunks[:100])
+    old.close()
+    now = chunks[1:101]  # chunk 1 deleted, chunk 101 added, in the database only
+    backend = EmbeddedBackend(tmp_path / "c", ListSource(now))
+    everyone = frozenset({t for c in chunks for t in c.acl})
+    hits = backend.search_dense(chunks[0].vector, 1, everyone)
+    assert hits[0].key != chunks[0].key
+    assert backend.search_dense(chunks[100].vector, 1, everyone)[0].key == chunks[100].key

@@ -52,6 +52,7 @@ from strata.pipeline.record import CallRecord
 from strata.registry import rollout as registry_rollout
 from strata.registry.resolve import resolved
 from strata.registry.store import BUNDLED_MODELS, RegistryStore
+from strata.routing.answer_drift import check_config as check_answer_drift
 from strata.routing.breaker import CLOSED
 from strata.routing.changes import RouteChangeStore, apply_overrides
 from strata.routing.config import RouteConfig
@@ -125,6 +126,8 @@ def build_state(settings: Settings) -> AppState:
         from strata.observe.drift.setup import build_monitor  # numpy/scipy load only when drift is on
 
         observe.drift = build_monitor(state)
+        observe.drift.answered = rollouts.answer
+    check_answer_drift(settings.drift, routes)
     return state
 
 

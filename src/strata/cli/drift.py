@@ -4,6 +4,7 @@ gateway (``/admin/drift``)."""
 from __future__ import annotations
 
 from typing import Annotated, Any
+from urllib.parse import quote
 
 import typer
 from rich.console import Console
@@ -22,12 +23,18 @@ RouteArg = Annotated[str, typer.Argument(help="The route")]
 @one_line_errors
 def report(route: Annotated[str | None, typer.Argument(help="One route (default: every watched route)")] = None,
            fresh: Annotated[bool, typer.Option(help="Compute it now instead of showing the last check's")] = False,
+           deployment: Annotated[str | None, typer.Option(help="Only this deployment (model version): its own "
+                                                          "drift, computed now (needs ROUTE)")] = None,
            url: UrlOpt = None, key: KeyOpt = None, as_json: JsonOpt = False) -> None:
     """Each signal's effect size, p-value (Holm-corrected) and whether it is flagged."""
     if route is None:
+        if deployment is not None:
+            raise typer.BadParameter("--deployment needs a ROUTE")
         reports = call(url, key, "GET", "/admin/drift")["data"]
     else:
-        reports = [call(url, key, "GET", f"/admin/drift/{route}" + ("?fresh=true" if fresh else ""))]
+        query = "&".join(p for p in ("fresh=true" if fresh else "",
+                                     f"deployment={quote(deployment)}" if deployment else "") if p)
+        reports = [call(url, key, "GET", f"/admin/drift/{route}" + (f"?{query}" if query else ""))]
     if as_json:
         print_json(reports if route is None else reports[0])
         return
@@ -40,8 +47,10 @@ def report(route: Annotated[str | None, typer.Argument(help="One route (default:
 
 def _table(r: dict[str, Any]) -> Table:
     ref, cur = r["reference"], r["current"]
-    title = (f"{r['route']}: {r['status']}  (reference {ref['kind']} n={ref['n']}, current n={cur['n']}, "
-             f"alpha {r['alpha']:g}, {r['at'][:19]})")
+    arms = ", ".join(f"{d} {n}" for d, n in (cur.get("deployments") or {}).items())
+    who = f"{r['route']} [{r['deployment']}]" if r.get("deployment") else r["route"]
+    title = (f"{who}: {r['status']}  (reference {ref['kind']} n={ref['n']}, current n={cur['n']}"
+             f"{f' ({arms})' if arms else ''}, alpha {r['alpha']:g}, {r['at'][:19]})")
     table = Table("signal", "test", "effect", "min effect", "p", "p (holm)", "n ref", "n cur", "drift", title=title)
     for s in r["signals"]:
         table.add_row(s["signal"], s["test"], f"{s['statistic']:.4g}", f"{s['min_effect']:g}", f"{s['p_value']:.3g}",

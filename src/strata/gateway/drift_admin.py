@@ -1,7 +1,8 @@
 """Admin API for drift detection (``strata.observe.drift``):
 
 - ``GET /admin/drift``: the latest report of every watched route;
-- ``GET /admin/drift/{route}``: the route's latest report, or a fresh one (``?fresh=true``, or a current window
+- ``GET /admin/drift/{route}``: the route's latest report, or a fresh one (``?fresh=true``, ``?deployment=D``: one
+  deployment's (model version's) own drift, or a current window
   given by ``from``/``to``, ISO 8601);
 - ``GET|POST|DELETE /admin/drift/{route}/baseline``: the registered reference window (POST snapshots
   ``from``..``to``, default: the last ``drift.window`` seconds).
@@ -70,11 +71,16 @@ async def show_report(state: AppState, request: Request) -> dict[str, Any]:
     monitor, route = _monitor(state), _route(state, request)
     q = request.query_params
     start, end = _when(q.get("from"), "from"), _when(q.get("to"), "to")
-    if start is None and end is None and q.get("fresh") not in ("1", "true"):
+    deployment = q.get("deployment")
+    if deployment is not None and deployment not in {d.name for d in state.routing.router.routes[route].deployments}:
+        raise NotFound(f"Route {route!r} has no deployment {deployment!r}.", param="deployment",
+                       code="deployment_not_found")
+    if start is None and end is None and deployment is None and q.get("fresh") not in ("1", "true"):
         stored = await asyncio.to_thread(monitor.store.reports, route)
         if stored:
             return stored[0]
-    return await asyncio.to_thread(build_report, monitor.cfg, monitor.store, route, monitor.clock(), start, end)
+    return await asyncio.to_thread(build_report, monitor.cfg, monitor.store, route, monitor.clock(), start, end,
+                                   deployment)
 
 
 async def show_baseline(state: AppState, request: Request) -> dict[str, Any]:

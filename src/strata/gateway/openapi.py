@@ -132,8 +132,8 @@ def _drift_ops() -> dict[tuple[str, str], Op]:
     r = "/admin/drift/{route}"
     return {
         ("GET", "/admin/drift"): Op("The latest drift report of every sampled route", "drift", response="List"),
-        ("GET", r): Op("A route's latest drift report, or a fresh one (fresh=true, or a from/to window)", "drift",
-                       query=("fresh", "from", "to")),
+        ("GET", r): Op("A route's latest drift report, or a fresh one (fresh=true, a from/to window, or one "
+                       "deployment's observations only)", "drift", query=("fresh", "from", "to", "deployment")),
         ("GET", f"{r}/baseline"): Op("The route's registered reference window", "drift"),
         ("POST", f"{r}/baseline"): Op("Register a reference window (audited)", "drift", body="SetBaseline"),
         ("DELETE", f"{r}/baseline"): Op("Drop the registered reference window: the previous days become the "
@@ -245,7 +245,8 @@ _QUERY = {"by": "Group by (team, key, route, model, tag:NAME …)", "since": "A 
           "to": "The newer version (number or hash prefix); drift: the window's end (ISO 8601)",
           "after": "The id after which the page starts (a cursor)",
           "order": "asc or desc (by creation)", "window": "A window: 1h, 24h, 7d",
-          "filter": "Only files of this status"}
+          "filter": "Only files of this status",
+          "deployment": "Only this deployment (model version) of the route"}
 _QUERY.update({"suite": "Only runs of this suite", "target": "Only runs against this target",
                "candidate": "The run under test", "baseline": "The run to compare with",
                "confidence": "One-sided confidence of 'worse' (default 0.95)",

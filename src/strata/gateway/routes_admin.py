@@ -29,6 +29,7 @@ from strata.governance.secrets import dump_secrets
 from strata.observe.usage import parse_window
 from strata.pipeline.internal import embedder
 from strata.registry.resolve import resolved
+from strata.routing.answer_drift import check_config as check_answer_drift
 from strata.routing.changes import apply_overrides
 from strata.routing.config import CanaryConfig, DeploymentConfig, RouteConfig
 from strata.routing.router import Deployment
@@ -287,6 +288,10 @@ async def swap(state: AppState, old: RouteConfig | None, new: RouteConfig) -> No
             state.observe.quality.check([*others, new])
         except ConfigError as exc:
             raise InvalidRequest(exc.message, param="quality") from None
+    try:  # a canary answer-drift limit needs the route's answers sampled
+        check_answer_drift(state.settings.drift, [new])
+    except ConfigError as exc:
+        raise InvalidRequest(exc.message, param="canary") from None
     try:
         for d in new.deployments:
             if d.name not in before or before[d.name].engine != d.engine:

@@ -33,4 +33,4 @@ class Drift(Stage):
                 route=call.route or "", deployment=call.deployment, at=call.started_wall,
                 prompt=prompt_text(flow.body or {})[:cut], answer=(call.answer_text or "")[:cut],
                 prompt_tokens=call.prompt_tokens, answer_tokens=call.completion_tokens,
-                tool_call=call.finish == "tool_calls"))
+                tool_call=call.finish == "tool_calls", role=call.role))

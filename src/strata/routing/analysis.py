@@ -9,7 +9,9 @@ statistically significant at the configured one-sided confidence (so ten request
 - p95 latency and p95 time to first token: ratio of p95s, plus a Mann-Whitney U test that canary values
   tend to be larger;
 - cost per request, feedback score and online quality score (``observe.quality``): ratio/difference of
-  means, plus Welch's t-test (normal tail).
+  means, plus Welch's t-test (normal tail);
+- answer drift (``canary.max_answer_drift``): the canary's sampled answers against the primaries'
+  (``routing.answer_drift``: embeddings MMD², length KS, refusal rate, Holm-corrected).
 
 Everything takes ``now`` from the caller, so tests drive it with a fake clock.
 """
@@ -21,6 +23,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from statistics import NormalDist, fmean, variance
 
+from strata.routing import answer_drift
+from strata.routing.answer_drift import Answer
 from strata.routing.config import CanaryConfig
 
 _NORMAL = NormalDist()
@@ -42,11 +46,12 @@ class Window:
     outcomes: deque[Outcome] = field(default_factory=deque)
     scores: deque[tuple[float, float]] = field(default_factory=deque)
     quality: deque[tuple[float, float]] = field(default_factory=deque)  # online quality, mean per sample, 0..1
+    answers: deque[tuple[float, Answer]] = field(default_factory=deque)  # drift samples of this arm's answers
 
     def prune(self, since: float) -> None:
         while self.outcomes and self.outcomes[0].at < since:
             self.outcomes.popleft()
-        for scores in (self.scores, self.quality):
+        for scores in (self.scores, self.quality, self.answers):
             while scores and scores[0][0] < since:
                 scores.popleft()
 
@@ -100,6 +105,8 @@ def compare(canary: Window, primary: Window, cfg: CanaryConfig) -> Verdict:
     checks.append(_cost([o.cost for o in c_ok], [o.cost for o in p_ok], cfg, z))
     checks.append(_feedback([s for _, s in canary.scores], [s for _, s in primary.scores], cfg, z))
     checks.append(_quality([s for _, s in canary.quality], [s for _, s in primary.quality], cfg, z))
+    if cfg.max_answer_drift is not None:  # off by default: listed only when configured
+        checks.append(answer_drift.check([a for _, a in canary.answers], [a for _, a in primary.answers], cfg))
     return Verdict(checks, len(c), len(p))
 
 

@@ -97,6 +97,14 @@ class CanaryConfig(Strict):
     max_feedback_drop: float = Field(0.1, ge=0, description="Primary mean feedback score minus canary's")
     max_quality_drop: float = Field(0.1, ge=0, le=1, description="Primary mean online quality score (0..1, the "
                                     "route's quality sampling) minus canary's")
+    max_answer_drift: float | None = Field(None, ge=0, le=2, description="Answer drift limit: MMD² of the "
+                                           "canary's answer embeddings against the primaries' (drift samples of "
+                                           "each arm; needs drift sampling on for the route); null: no answer "
+                                           "drift check")
+    max_answer_length_shift: float = Field(0.3, ge=0, le=1, description="Answer drift: KS distance D of the "
+                                           "answer lengths (tokens), canary against primaries")
+    max_refusal_rate_increase: float = Field(0.1, ge=0, le=1, description="Answer drift: canary refusal rate "
+                                             "minus primaries'")
 
     @model_validator(mode="after")
     def _steps_increase(self) -> CanaryConfig:

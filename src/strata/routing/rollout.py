@@ -24,6 +24,7 @@ from typing import Any
 
 from strata.errors import InvalidRequest, NotFound
 from strata.routing.analysis import Outcome, Verdict, Window, compare
+from strata.routing.answer_drift import Answer
 from strata.routing.config import DeploymentConfig, RouteConfig
 
 log = logging.getLogger(__name__)
@@ -53,7 +54,8 @@ async def _open_gate(route: RouteConfig, canary: DeploymentConfig, stage: str, a
 
 
 def _window() -> Window:
-    return Window(deque(maxlen=WINDOW_MAX), deque(maxlen=WINDOW_MAX), deque(maxlen=WINDOW_MAX))
+    return Window(deque(maxlen=WINDOW_MAX), deque(maxlen=WINDOW_MAX), deque(maxlen=WINDOW_MAX),
+                  deque(maxlen=WINDOW_MAX))
 
 
 @dataclass(slots=True)
@@ -117,6 +119,12 @@ class Rollouts:
         rollout = self.active.get(route)
         if rollout is not None and (w := rollout.window(role)) is not None:
             w.quality.append((self.clock(), score))
+
+    def answer(self, route: str, role: str, vector: list[float] | None, tokens: int, refusal: bool) -> None:
+        """A drift sample of an answer the ``role`` deployment served, embedded (``observe.drift``)."""
+        rollout = self.active.get(route)
+        if rollout is not None and (w := rollout.window(role)) is not None:
+            w.answers.append((self.clock(), Answer(vector, tokens, refusal)))
 
     # -- the control loop -------------------------------------------------------------------------------
 

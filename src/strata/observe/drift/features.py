@@ -118,6 +118,7 @@ class Observation:
     prompt_tokens: int
     answer_tokens: int
     tool_call: bool
+    role: str | None = None  # of the deployment that answered (canary, primary): feeds the canary analysis
 
     @property
     def language(self) -> str:

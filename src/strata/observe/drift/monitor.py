@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 Embed = Callable[[list[str]], Awaitable[list[list[float]]]]
 Emit = Callable[[str, str, str, dict[str, Any]], object]
 Clock = Callable[[], datetime]
+# answered(route, role, answer embedding or None, answer tokens, refusal): an embedded observation, handed to the
+# canary analysis (``Rollouts.answer``) so a canary's answers are compared with the primaries' as they arrive
+Answered = Callable[[str, str, list[float] | None, int, bool], None]
 
 
 def utc_now() -> datetime:
@@ -47,6 +50,7 @@ class DriftMonitor:
         self.embed = embed
         self.clock = clock
         self.coin = coin
+        self.answered: Answered | None = None  # set by the composition root (the canary analysis)
         self.pending: list[Observation] = []
         self.retrieved: list[tuple[str, float, list[float]]] = []
 
@@ -105,6 +109,9 @@ class DriftMonitor:
         for i, o in enumerate(batch):
             outcome = "sampled" if vectors is not None or self.embed is None else "embedding_failed"
             self.metrics.drift_samples.labels(o.route, outcome).inc()
+            if self.answered is not None and o.role is not None:
+                self.answered(o.route, o.role, vectors[len(batch) + i] if vectors else None, o.answer_tokens,
+                              o.refusal)
             rows.append({
                 "at": datetime.fromtimestamp(o.at, UTC), "route": o.route, "kind": "request",
                 "deployment": o.deployment, "prompt_tokens": o.prompt_tokens, "answer_tokens": o.answer_tokens,

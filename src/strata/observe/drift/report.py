@@ -38,16 +38,19 @@ def windows(cfg: DriftSettings, baseline: dict[str, Any] | None, now: datetime,
 
 
 def build_report(cfg: DriftSettings, store: DriftStore, route: str, now: datetime,
-                 current_from: datetime | None = None, current_to: datetime | None = None) -> dict[str, Any]:
-    """Read both windows and test every signal (synchronous: run it in a thread)."""
+                 current_from: datetime | None = None, current_to: datetime | None = None,
+                 deployment: str | None = None) -> dict[str, Any]:
+    """Read both windows and test every signal (synchronous: run it in a thread). ``deployment``: only the
+    observations that deployment (model version) answered, on both sides: its own drift over time."""
     (rs, re_, kind), (cs, ce) = windows(cfg, store.baseline(route), now, current_from, current_to)
-    ref = store.window(route, rs, re_, cfg.max_rows)
-    cur = store.window(route, cs, ce, cfg.max_rows)
+    ref = store.window(route, rs, re_, cfg.max_rows, deployment)
+    cur = store.window(route, cs, ce, cfg.max_rows, deployment)
     tested, untested = compare(cfg, ref, cur, seed=_seed(route, now))
     decided = stats.decide(tested, cfg.alpha) if tested else []
     detected = [s.name for s in decided if s.detected]
     status = "drift" if detected else ("ok" if decided else "insufficient_data")
-    return {"object": "drift.report", "route": route, "at": now.isoformat(), "status": status,
+    return {"object": "drift.report", "route": route, "deployment": deployment, "at": now.isoformat(),
+            "status": status,
             "detected": detected, "alpha": cfg.alpha, "correction": "holm",
             "reference": {"kind": kind, **ref.span()}, "current": cur.span(),
             "signals": [s.as_dict() for s in decided], "untested": untested}

@@ -44,10 +44,12 @@ class Window:
     refusals: list[bool] = field(default_factory=list)
     tool_calls: list[bool] = field(default_factory=list)
     languages: Counter[str] = field(default_factory=Counter)
+    deployments: Counter[str] = field(default_factory=Counter)  # observations per deployment (model version)
     vectors: dict[str, list[bytes]] = field(default_factory=lambda: {"prompt": [], "answer": [], "retrieved": []})
 
     def span(self) -> dict[str, Any]:
-        return {"from": self.start.isoformat(), "to": self.end.isoformat(), "n": self.n}
+        return {"from": self.start.isoformat(), "to": self.end.isoformat(), "n": self.n,
+                "deployments": dict(sorted(self.deployments.items()))}
 
 
 class DriftStore:
@@ -59,20 +61,26 @@ class DriftStore:
             with Session(self.engine) as s, s.begin():
                 s.execute(insert(DriftSample), rows)
 
-    def window(self, route: str, start: datetime, end: datetime, max_rows: int) -> Window:
+    def window(self, route: str, start: datetime, end: datetime, max_rows: int,
+               deployment: str | None = None) -> Window:
+        """The route's observations in [start, end); ``deployment``: only those that deployment answered
+        (retrieved chunks, which belong to no deployment, are then left out)."""
         q = (select(DriftSample.kind, DriftSample.prompt_tokens, DriftSample.answer_tokens, DriftSample.refusal,
                     DriftSample.tool_call, DriftSample.language, DriftSample.prompt_vec, DriftSample.answer_vec,
-                    DriftSample.retrieved_vec)
+                    DriftSample.retrieved_vec, DriftSample.deployment)
              .where(DriftSample.route == route, DriftSample.at >= start, DriftSample.at < end)
              .order_by(DriftSample.at.desc()).limit(max_rows))
+        if deployment is not None:
+            q = q.where(DriftSample.deployment == deployment)
         w = Window(start, end)
         with self.engine.connect() as conn:
-            for kind, pt, at, refusal, tool, lang, pv, av, rv in conn.execute(q):
+            for kind, pt, at, refusal, tool, lang, pv, av, rv, dep in conn.execute(q):
                 if kind == "retrieved":
                     if rv is not None:
                         w.vectors["retrieved"].append(rv)
                     continue
                 w.n += 1
+                w.deployments[dep or "-"] += 1
                 if pt is not None:
                     w.prompt_tokens.append(pt)
                 if at is not None:

@@ -61,6 +61,18 @@ $(TOOLS_STAMP):
 
 tools: $(TOOLS_STAMP)
 
+# The JavaScript Prometheus' classic web UI links to (Debian splits it into libjs-* packages), unpacked into
+# .tools/usr/share for deploy/screenshots.py only (docs/img/operations); no test needs it.
+UI_DEBS := libjs-bootstrap4 libjs-eonasdan-bootstrap-datetimepicker libjs-jquery libjs-jquery-hotkeys libjs-moment \
+           libjs-moment-timezone libjs-mustache libjs-popper.js libjs-rickshaw libjs-d3 fonts-glyphicons-halflings
+
+.PHONY: ui-tools
+ui-tools: $(TOOLS_STAMP)
+	@mkdir -p $(TOOLS)/ui-debs
+	cd $(TOOLS)/ui-debs && apt-get download -qq $(UI_DEBS)
+	for deb in $(TOOLS)/ui-debs/*.deb; do dpkg-deb -x $$deb $(TOOLS) || exit 1; done
+	rm -rf $(TOOLS)/ui-debs
+
 # A real Chroma server (`chroma run`) for the RAG server backend's tests, in a venv of its own like Phoenix's.
 # A failed install leaves no stamp and does not stop `make test`: the chroma tests then skip, naming install.log.
 CHROMA_VENV    := .venv-chroma

@@ -48,7 +48,7 @@ def report(route: Annotated[str | None, typer.Argument(help="One route (default:
 def _table(r: dict[str, Any]) -> Table:
     ref, cur = r["reference"], r["current"]
     arms = ", ".join(f"{d} {n}" for d, n in (cur.get("deployments") or {}).items())
-    who = f"{r['route']} [{r['deployment']}]" if r.get("deployment") else r["route"]
+    who = f"{r['route']} deployment {r['deployment']}" if r.get("deployment") else r["route"]
     title = (f"{who}: {r['status']}  (reference {ref['kind']} n={ref['n']}, current n={cur['n']}"
              f"{f' ({arms})' if arms else ''}, alpha {r['alpha']:g}, {r['at'][:19]})")
     table = Table("signal", "test", "effect", "min effect", "p", "p (holm)", "n ref", "n cur", "drift", title=title)

@@ -72,7 +72,9 @@ async def show_report(state: AppState, request: Request) -> dict[str, Any]:
     q = request.query_params
     start, end = _when(q.get("from"), "from"), _when(q.get("to"), "to")
     deployment = q.get("deployment")
-    if deployment is not None and deployment not in {d.name for d in state.routing.router.routes[route].deployments}:
+    if deployment is not None and deployment not in (
+            {d.name for d in state.routing.router.routes[route].deployments}
+            | await asyncio.to_thread(monitor.store.deployments, route)):  # a rolled-back version's too
         raise NotFound(f"Route {route!r} has no deployment {deployment!r}.", param="deployment",
                        code="deployment_not_found")
     if start is None and end is None and deployment is None and q.get("fresh") not in ("1", "true"):

@@ -102,6 +102,12 @@ class DriftStore:
         with self.engine.connect() as conn:
             return int(conn.execute(q).scalar_one())
 
+    def deployments(self, route: str) -> set[str]:
+        """The deployments with observations of the route (a rolled-back canary's included)."""
+        q = select(DriftSample.deployment).where(DriftSample.route == route).distinct()
+        with self.engine.connect() as conn:
+            return {d for (d,) in conn.execute(q) if d is not None}
+
     def routes(self) -> list[str]:
         with self.engine.connect() as conn:
             return sorted(r for (r,) in conn.execute(select(DriftSample.route).distinct()))

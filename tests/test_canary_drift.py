@@ -150,3 +150,32 @@ def test_the_answer_drift_check_needs_enough_samples_and_a_large_effect() -> Non
     assert near.worse == []
     off = compare(arm(40, [1, 0, 0], 300), arm(40, [0, 1, 0], 10), CanaryConfig(min_requests=30))
     assert "answer_drift" not in [c.metric for c in off.checks]
+
+
+def test_the_drift_store_reads_one_deployment_on_each_database(db_url: str) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from strata.observe.drift.config import DriftSettings
+    from strata.observe.drift.report import build_report
+    from strata.observe.drift.store import DriftStore
+    from strata.store.db import open_database
+
+    engine = open_database(db_url)
+    try:
+        store, now = DriftStore(engine), datetime(2026, 3, 1, 12, tzinfo=UTC)
+
+        def row(i: int, deployment: str, tokens: int) -> dict[str, Any]:
+            return {"at": now - timedelta(seconds=10 + i), "route": "chat", "kind": "request",
+                    "deployment": deployment, "prompt_tokens": 5, "answer_tokens": tokens, "refusal": False,
+                    "tool_call": False, "language": "en", "prompt_vec": None, "answer_vec": None,
+                    "retrieved_vec": None}
+
+        store.add([row(i, "chat-v1", 10 + i % 3) for i in range(8)] + [row(i, "chat-v2", 400) for i in range(6)])
+        assert store.deployments("chat") == {"chat-v1", "chat-v2"}
+        cfg = DriftSettings(enabled=True, min_samples=5, window=3600)
+        whole = build_report(cfg, store, "chat", now)
+        assert (whole["deployment"], whole["current"]["deployments"]) == (None, {"chat-v1": 8, "chat-v2": 6})
+        v2 = build_report(cfg, store, "chat", now, deployment="chat-v2")
+        assert (v2["current"]["n"], v2["current"]["deployments"]) == (6, {"chat-v2": 6})
+    finally:
+        engine.dispose()

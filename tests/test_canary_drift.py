@@ -95,8 +95,14 @@ def test_a_canary_answering_in_another_way_is_rolled_back_for_answer_drift(proc:
     assert checks["answer_drift"]["worse"] and not checks["error_rate"]["worse"]
 
     # the drift report shows both arms; per deployment, only that version's answers
-    both = proc.admin("GET", "/admin/drift/drifting", params={"fresh": "true"}).json()
-    arms = both["current"]["deployments"]
+    seen: list[dict[str, int]] = []
+
+    def settled() -> dict[str, int] | None:  # answers still being embedded when the rollback came land first
+        both = proc.admin("GET", "/admin/drift/drifting", params={"fresh": "true"}).json()
+        seen.append(both["current"]["deployments"])
+        return seen[-1] if len(seen) > 1 and seen[-1] == seen[-2] else None
+
+    arms = wait_for(settled, 60, "the drift observations to settle", interval=0.5)
     assert set(arms) == {"drifting-v1", "drifting-v2"} and min(arms.values()) >= 10
     one = proc.admin("GET", "/admin/drift/drifting", params={"deployment": "drifting-v2"}).json()
     assert one["deployment"] == "drifting-v2"

@@ -15,6 +15,7 @@ worse), instead of holding its traffic share forever.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import deque
@@ -143,7 +144,10 @@ class Rollouts:
             rollout.last_analysis = now
             for w in (rollout.canary_window, rollout.primary_window):
                 w.prune(now - cfg.window)
-            verdict = rollout.verdict = compare(rollout.canary_window, rollout.primary_window, cfg)
+            windows = (rollout.canary_window, rollout.primary_window, cfg)
+            # answer drift runs permutation tests (tens of ms): off the event loop, so no request waits on it
+            verdict = rollout.verdict = (await asyncio.to_thread(compare, *windows) if cfg.max_answer_drift is not None
+                                         else compare(*windows))
             ejection = self._ejection(route, canary, rollout)
             action = "rollback" if ejection else self.decide(route, canary, rollout, verdict, now)
             rollout.decision = action
